@@ -1,0 +1,194 @@
+//! Sparse- and dense-weight matrix kernels for `Y = X·W (+ bias, clamp)` with a constant `W`.
+//!
+//! Weights are packed once ([`PackedLinear::sparse`] / [`PackedLinear::dense`]); each call lays
+//! the activations out channels-first, runs SIMD micro-kernels (AVX-512F, AVX2+FMA or portable,
+//! picked at run time) over tiles in parallel on the current rayon pool, and lays the result back.
+//! This crate knows nothing about graphs.
+
+mod dense;
+mod exec;
+mod isa;
+mod simd;
+mod sparse;
+
+pub use dense::DenseMatrix;
+pub use isa::Isa;
+pub use sparse::SparseMatrix;
+
+use std::fmt;
+
+/// What is applied to each output on the way out: `clamp(acc + bias[n], min, max)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Epilogue {
+    /// Per-output-channel bias (`N` values), if any.
+    pub bias: Option<Vec<f32>>,
+    /// Lower clamp (`-inf` for none, `0` for ReLU).
+    pub min: f32,
+    /// Upper clamp (`+inf` for none, `6` for ReLU6).
+    pub max: f32,
+}
+
+impl Default for Epilogue {
+    fn default() -> Self {
+        Epilogue { bias: None, min: f32::NEG_INFINITY, max: f32::INFINITY }
+    }
+}
+
+impl Epilogue {
+    /// Bias only, no clamp.
+    pub fn with_bias(bias: Vec<f32>) -> Epilogue {
+        Epilogue { bias: Some(bias), ..Default::default() }
+    }
+
+    /// Whether a clamp is applied (NaNs propagate only when it is not).
+    pub fn clamps(&self) -> bool {
+        self.min > f32::NEG_INFINITY || self.max < f32::INFINITY
+    }
+
+    /// Applies the clamp to one value (the bias is added by the kernels).
+    #[inline]
+    pub fn apply(&self, v: f32) -> f32 {
+        if self.clamps() {
+            v.max(self.min).min(self.max)
+        } else {
+            v
+        }
+    }
+
+    pub(crate) fn bias_or_zeros(&self, n: usize) -> Vec<f32> {
+        match &self.bias {
+            Some(b) => {
+                assert_eq!(b.len(), n, "bias length must equal N");
+                b.clone()
+            }
+            None => vec![0.0; n],
+        }
+    }
+}
+
+/// Why a kernel call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelError {
+    /// A buffer length does not match the shapes given.
+    Shape(String),
+    /// The requested instruction set is not supported by this CPU.
+    Unsupported(Isa),
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KernelError::Shape(s) => write!(f, "shape mismatch: {s}"),
+            KernelError::Unsupported(isa) => write!(f, "this CPU does not support the {isa} kernels"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// A packed constant weight, sparse or dense.
+#[derive(Debug, Clone)]
+pub enum PackedLinear {
+    /// Nonzeros only; fast when most weights are zero.
+    Sparse(SparseMatrix),
+    /// All weights, register-blocked.
+    Dense(DenseMatrix),
+}
+
+impl PackedLinear {
+    /// Packs `w(k, n)` keeping only nonzeros.
+    pub fn sparse(k: usize, n: usize, w: impl Fn(usize, usize) -> f32, epi: Epilogue) -> PackedLinear {
+        PackedLinear::Sparse(SparseMatrix::from_fn(k, n, w, epi))
+    }
+
+    /// Packs `w(k, n)` densely.
+    pub fn dense(k: usize, n: usize, w: impl Fn(usize, usize) -> f32, epi: Epilogue) -> PackedLinear {
+        PackedLinear::Dense(DenseMatrix::from_fn(k, n, w, epi))
+    }
+
+    /// Input channels.
+    pub fn k(&self) -> usize {
+        match self {
+            PackedLinear::Sparse(m) => m.k(),
+            PackedLinear::Dense(m) => m.k(),
+        }
+    }
+
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        match self {
+            PackedLinear::Sparse(m) => m.n(),
+            PackedLinear::Dense(m) => m.n(),
+        }
+    }
+
+    /// `"sparse"` or `"dense"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PackedLinear::Sparse(_) => "sparse",
+            PackedLinear::Dense(_) => "dense",
+        }
+    }
+
+    /// Bytes held by the packed weight.
+    pub fn packed_bytes(&self) -> usize {
+        match self {
+            PackedLinear::Sparse(m) => m.packed_bytes(),
+            PackedLinear::Dense(m) => m.packed_bytes(),
+        }
+    }
+
+    /// Computes `y = epi(x·W)` where `x` is `[outer, K, inner]` and `y` is `[outer, N, inner]`
+    /// (`inner == 1`: row-major `[M, K] -> [M, N]`; `inner > 1`: channels-first, e.g. NCHW
+    /// with `inner = H*W`), in parallel on the current rayon pool.
+    pub fn run(&self, isa: Isa, x: &[f32], outer: usize, inner: usize, y: &mut [f32]) -> Result<(), KernelError> {
+        if !isa.is_supported() {
+            return Err(KernelError::Unsupported(isa));
+        }
+        let (k, n) = (self.k(), self.n());
+        let want_x = outer.checked_mul(k).and_then(|v| v.checked_mul(inner));
+        let want_y = outer.checked_mul(n).and_then(|v| v.checked_mul(inner));
+        if want_x != Some(x.len()) {
+            return Err(KernelError::Shape(format!(
+                "input has {} values, expected {outer}x{k}x{inner}",
+                x.len()
+            )));
+        }
+        if want_y != Some(y.len()) {
+            return Err(KernelError::Shape(format!(
+                "output has {} values, expected {outer}x{n}x{inner}",
+                y.len()
+            )));
+        }
+        match self {
+            PackedLinear::Sparse(m) => m.run(isa, x, outer, inner, y),
+            PackedLinear::Dense(m) => m.run(isa, x, outer, inner, y),
+        }
+        Ok(())
+    }
+}
+
+/// Reference `y = epi(x·W)` for a row-major `[K, N]` weight, straight loops; used by tests.
+pub fn reference_linear(w: &[f32], k: usize, n: usize, epi: &Epilogue, x: &[f32], outer: usize, inner: usize) -> Vec<f32> {
+    let mut y = vec![0f32; outer * n * inner];
+    for o in 0..outer {
+        for i in 0..inner {
+            for c in 0..n {
+                let mut acc = epi.bias.as_ref().map_or(0.0, |b| b[c]) as f64;
+                for r in 0..k {
+                    acc += w[r * n + c] as f64 * x[(o * k + r) * inner + i] as f64;
+                }
+                y[(o * n + c) * inner + i] = epi.apply(acc as f32);
+            }
+        }
+    }
+    y
+}
+
+/// Fraction of exact zeros in `w` (0 for an empty slice).
+pub fn sparsity(w: &[f32]) -> f64 {
+    if w.is_empty() {
+        return 0.0;
+    }
+    w.iter().filter(|v| **v == 0.0).count() as f64 / w.len() as f64
+}
