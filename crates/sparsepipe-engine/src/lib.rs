@@ -1,1 +1,17 @@
-pub use tract_onnx; pub use tract_linalg;
+//! The sparsepipe engine: loads ONNX with tract, swaps constant-weight matmuls for our sparse
+//! and dense kernels, and runs the plan on one shared rayon pool. No Python in here.
+
+pub mod array;
+pub mod engine;
+pub mod error;
+pub mod op;
+pub mod passes;
+pub mod report;
+pub mod threads;
+
+pub use array::{Array, ArrayRef, DType, Data, DataRef, Dim, TensorInfo};
+pub use engine::{Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use passes::weight_matmul::DenseBackend;
+pub use report::LayerReport;
+pub use sparsepipe_kernels::Isa;

@@ -1,0 +1,374 @@
+//! `Engine`: load an ONNX model once, run it many times from any thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::ThreadPool;
+use sparsepipe_kernels::Isa;
+use tract_core::internal::*;
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::{Framework, InferenceModelExt};
+
+use crate::array::{Array, ArrayRef, DType, Data, Dim, TensorInfo};
+use crate::error::{chain, no_panic, Error, Result};
+use crate::passes::weight_matmul::{self, DenseBackend};
+use crate::report::LayerReport;
+use crate::threads;
+
+/// Options fixed when a model is loaded.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// `None` accepts any batch size; `Some(b)` requires batch `b` on every call.
+    pub batch_size: Option<usize>,
+    /// `None`: `$SPARSEPIPE_NUM_THREADS`, else every core.
+    pub num_threads: Option<usize>,
+    /// Weights with at least this fraction of zeros run on the sparse kernel (above 1: never).
+    pub sparsity_threshold: f64,
+    /// Who runs weights below the threshold.
+    pub dense_backend: DenseBackend,
+    /// Kernel instruction set; `None` picks the best this CPU has.
+    pub isa: Option<Isa>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            batch_size: None,
+            num_threads: None,
+            sparsity_threshold: 0.5,
+            dense_backend: DenseBackend::Tract,
+            isa: None,
+        }
+    }
+}
+
+/// A loaded, optimized model; `run` may be called concurrently from several threads.
+#[derive(Debug)]
+pub struct Engine {
+    plan: Arc<TypedRunnableModel>,
+    pool: Arc<ThreadPool>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    report: Vec<LayerReport>,
+    options: EngineOptions,
+    num_threads: usize,
+    isa: Isa,
+    path: PathBuf,
+}
+
+impl Engine {
+    /// Loads `path` (an `.onnx` file, or a directory holding `model.onnx`) and plans it.
+    pub fn load(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        no_panic("loading the model", || Self::load_inner(path.as_ref(), options))
+    }
+
+    fn load_inner(path: &Path, options: EngineOptions) -> Result<Engine> {
+        if options.sparsity_threshold.is_nan() || options.sparsity_threshold < 0.0 {
+            return Err(Error::Config(format!(
+                "sparsity_threshold must be between 0 and 1 (above 1 disables the sparse kernels), got {}",
+                options.sparsity_threshold
+            )));
+        }
+        if options.batch_size == Some(0) {
+            return Err(Error::Config("batch_size must be at least 1, or None for any batch size".into()));
+        }
+        let isa = match options.isa {
+            Some(isa) if !isa.is_supported() => {
+                return Err(Error::Config(format!("this CPU does not support the {isa} kernels")))
+            }
+            Some(isa) => isa,
+            None => Isa::best(),
+        };
+        let num_threads = threads::resolve_num_threads(options.num_threads)?;
+        let pool = threads::shared_pool(num_threads)?;
+        let path = resolve_model_path(path)?;
+        let typed = load_typed(&path)?;
+        let inputs = io_infos(&typed, typed.input_outlets().map_err(load_err(&path))?, true)?;
+        let outputs = io_infos(&typed, typed.output_outlets().map_err(load_err(&path))?, false)?;
+        check_batch_option(&inputs, options.batch_size)?;
+        let mut typed = typed.into_decluttered().map_err(load_err(&path))?;
+        let cfg = weight_matmul::Config {
+            sparsity_threshold: options.sparsity_threshold,
+            dense: options.dense_backend,
+            isa,
+        };
+        let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
+        typed.optimize().map_err(load_err(&path))?;
+        let run_options = RunOptions { executor: Some(Executor::MultiThread(pool.clone())), ..Default::default() };
+        let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
+        Ok(Engine { plan, pool, inputs, outputs, report, options, num_threads, isa, path })
+    }
+
+    /// The model's inputs, in order.
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    /// The model's outputs, in order.
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    /// Position of the input called `name`.
+    pub fn input_index(&self, name: &str) -> Result<usize> {
+        self.inputs.iter().position(|i| i.name == name).ok_or_else(|| {
+            let names: Vec<_> = self.inputs.iter().map(|i| format!("'{}'", i.name)).collect();
+            Error::Input(format!("the model has no input named '{name}'; its inputs are {}", names.join(", ")))
+        })
+    }
+
+    /// Every constant-weight matmul and the kernel that runs it.
+    pub fn sparsity_report(&self) -> &[LayerReport] {
+        &self.report
+    }
+
+    /// Threads used by this engine.
+    pub fn num_threads(&self) -> usize {
+        self.num_threads
+    }
+
+    /// Kernel instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The options the engine was loaded with.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Path of the ONNX file loaded.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs the model on `inputs` (in input order) and returns its outputs in output order.
+    pub fn run(&self, inputs: &[ArrayRef<'_>]) -> Result<Vec<Array>> {
+        no_panic("running the model", || {
+            self.check_inputs(inputs)?;
+            let tensors: TVec<TValue> = inputs
+                .iter()
+                .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
+                .collect::<TractResult<_>>()
+                .map_err(|e| Error::Engine(chain(&e)))?;
+            let outs = self.pool.install(|| self.plan.run(tensors)).map_err(|e| {
+                Error::Engine(format!("running the model failed: {}", chain(&e)))
+            })?;
+            outs.into_iter()
+                .map(|t| Ok(Array { shape: t.shape().to_vec(), data: Data::from_tensor(&t)? }))
+                .collect()
+        })
+    }
+
+    fn check_inputs(&self, inputs: &[ArrayRef<'_>]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
+            let names: Vec<_> = self.inputs.iter().map(|i| format!("'{}'", i.name)).collect();
+            return Err(Error::Input(format!(
+                "the model takes {} input(s) ({}), got {}",
+                self.inputs.len(),
+                names.join(", "),
+                inputs.len()
+            )));
+        }
+        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
+        for (info, arr) in self.inputs.iter().zip(inputs) {
+            let name = &info.name;
+            let given = arr.data.dtype();
+            if let Some(want) = info.dtype {
+                if want != given {
+                    return Err(Error::Input(format!(
+                        "input '{name}' must be {want}, got {given}: convert it with .astype(numpy.{want})"
+                    )));
+                }
+            }
+            let shape_str = |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            let expected = format!("({})", info.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            if arr.shape.len() != info.shape.len() {
+                return Err(Error::Input(format!(
+                    "input '{name}' must have {} dimensions {expected}, got {} dimensions {}",
+                    info.shape.len(),
+                    arr.shape.len(),
+                    shape_str(arr.shape)
+                )));
+            }
+            let product = arr.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if product != Some(arr.data.len()) {
+                return Err(Error::Input(format!(
+                    "input '{name}' has {} values but shape {}",
+                    arr.data.len(),
+                    shape_str(arr.shape)
+                )));
+            }
+            for (axis, (dim, &got)) in info.shape.iter().zip(arr.shape).enumerate() {
+                match dim {
+                    Dim::Fixed(want) if *want != got => {
+                        return Err(Error::Input(format!(
+                            "input '{name}' must have shape {expected}, got {}: dimension {axis} must be {want}",
+                            shape_str(arr.shape)
+                        )));
+                    }
+                    Dim::Symbol(sym) => {
+                        if axis == 0 {
+                            if let Some(b) = self.options.batch_size {
+                                if got != b {
+                                    return Err(Error::Input(format!(
+                                        "this engine was created with batch_size={b}, but input '{name}' has batch {got}; \
+                                         pass {b} item(s) per call or create the Engine with batch_size=None"
+                                    )));
+                                }
+                            }
+                        }
+                        if is_identifier(sym) {
+                            match bound.get(sym.as_str()) {
+                                Some(&(v, other)) if v != got => {
+                                    return Err(Error::Input(format!(
+                                        "input '{name}' has {sym}={got} (dimension {axis}) but input '{other}' has {sym}={v}; \
+                                         inputs sharing a dimension name must agree"
+                                    )));
+                                }
+                                _ => {
+                                    bound.insert(sym, (got, name));
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+fn load_err(path: &Path) -> impl Fn(tract_core::prelude::TractError) -> Error + '_ {
+    move |e| {
+        Error::ModelLoad(format!(
+            "could not prepare {} for inference: {}. The model may use an operator configuration \
+             tract 0.23 does not support; simplify or re-export it (opset 13-17)",
+            path.display(),
+            chain(&e)
+        ))
+    }
+}
+
+/// `path` itself when it is a file, `path/model.onnx` when it is a directory.
+fn resolve_model_path(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        let f = path.join("model.onnx");
+        if f.is_file() {
+            return Ok(f);
+        }
+        return Err(Error::ModelLoad(format!(
+            "{} is a directory without a model.onnx; pass the path of an .onnx file or of a \
+             directory that contains model.onnx",
+            path.display()
+        )));
+    }
+    if !path.exists() {
+        return Err(Error::ModelLoad(format!(
+            "model file not found: {}; check the path (relative paths are relative to the current \
+             directory, {})",
+            path.display(),
+            std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Parses the ONNX file, reports unsupported operators, and types the model.
+fn load_typed(path: &Path) -> Result<TypedModel> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::ModelLoad(format!("could not read {}: {e}", path.display())))?;
+    if bytes.is_empty() {
+        return Err(Error::ModelLoad(format!("{} is empty; it is not an ONNX model", path.display())));
+    }
+    let onnx = tract_onnx::onnx();
+    let proto = onnx.proto_model_for_read(&mut &*bytes).map_err(|e| {
+        Error::ModelLoad(format!(
+            "{} is not a valid ONNX model (the file may be truncated or in another format): {}",
+            path.display(),
+            chain(&e)
+        ))
+    })?;
+    if proto.graph.as_ref().is_none_or(|g| g.node.is_empty() && g.output.is_empty()) {
+        return Err(Error::ModelLoad(format!(
+            "{} holds no ONNX graph (the file may be truncated or not an ONNX model)",
+            path.display()
+        )));
+    }
+    let model = onnx
+        .model_for_proto_model_with_model_template(&proto, Default::default())
+        .map_err(|e| {
+            Error::ModelLoad(format!("could not load the ONNX graph in {}: {}", path.display(), chain(&e)))
+        })?;
+    let unsupported: Vec<String> = model
+        .nodes()
+        .iter()
+        .filter_map(|n| {
+            let op = n.op.name();
+            op.strip_prefix("Unimplemented(")
+                .map(|t| format!("{} (node '{}')", t.trim_end_matches(')'), n.name))
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(Error::ModelLoad(format!(
+            "{} uses {} operator(s) sparsepipe does not support: {}. Re-export the model without \
+             them (e.g. a lower opset, or replace custom ops with standard ONNX ones)",
+            path.display(),
+            unsupported.len(),
+            unsupported.join(", ")
+        )));
+    }
+    model.into_typed().map_err(|e| {
+        Error::ModelLoad(format!(
+            "could not infer the types and shapes of {}: {}. Check the model's input shapes \
+             (onnx.checker.check_model(model, full_check=True) helps)",
+            path.display(),
+            chain(&e)
+        ))
+    })
+}
+
+fn io_infos(model: &TypedModel, outlets: &[OutletId], inputs: bool) -> Result<Vec<TensorInfo>> {
+    outlets
+        .iter()
+        .map(|&o| {
+            let fact = model.outlet_fact(o).map_err(|e| Error::ModelLoad(chain(&e)))?;
+            let name = if inputs {
+                model.node(o.node).name.clone()
+            } else {
+                model.outlet_label(o).map(|s| s.to_string()).unwrap_or_else(|| model.node(o.node).name.clone())
+            };
+            let shape = fact
+                .shape
+                .iter()
+                .map(|d| match d.to_usize() {
+                    Ok(v) => Dim::Fixed(v),
+                    Err(_) => Dim::Symbol(d.to_string()),
+                })
+                .collect();
+            Ok(TensorInfo { name, dtype: DType::from_datum(fact.datum_type), shape })
+        })
+        .collect()
+}
+
+fn check_batch_option(inputs: &[TensorInfo], batch: Option<usize>) -> Result<()> {
+    let Some(b) = batch else { return Ok(()) };
+    for info in inputs {
+        if let Some(Dim::Fixed(d)) = info.shape.first() {
+            if *d != b {
+                return Err(Error::Config(format!(
+                    "batch_size={b} was requested but input '{}' has a fixed batch of {d}; \
+                     use batch_size={d} or None",
+                    info.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}

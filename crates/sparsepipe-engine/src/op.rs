@@ -1,0 +1,135 @@
+//! `WeightLinear`: the tract op that runs a constant-weight matmul on our kernels.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sparsepipe_kernels::{Isa, PackedLinear};
+use tract_core::internal::*;
+use tract_linalg::multithread::{current_tract_executor, Executor};
+
+/// Where an output axis comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutAxis {
+    /// The input axis at this position.
+    Input(usize),
+    /// The weight's output channels.
+    N,
+    /// A new axis of size 1.
+    One,
+}
+
+/// `y = epilogue(x · W)` where the input is viewed as `[outer, K, inner]`: its axes
+/// `k_start..k_start + k_axes` are contracted (flattened in order to `K`); the result, laid out
+/// `[outer, N, inner]` in memory, is shaped as `out_axes` says.
+#[derive(Debug, Clone)]
+pub struct WeightLinear {
+    /// Identity of the packed weight: ops compare equal only when they share it.
+    id: u64,
+    pub(crate) packed: Arc<PackedLinear>,
+    pub(crate) k_start: usize,
+    pub(crate) k_axes: usize,
+    /// What each output axis is.
+    pub(crate) out_axes: TVec<OutAxis>,
+    pub(crate) isa: Isa,
+}
+
+impl PartialEq for WeightLinear {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for WeightLinear {}
+
+impl WeightLinear {
+    /// Wraps a packed weight applied over input axes `k_start..k_start + k_axes`.
+    pub fn new(packed: PackedLinear, k_start: usize, k_axes: usize, out_axes: Vec<OutAxis>, isa: Isa) -> WeightLinear {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        WeightLinear {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            packed: Arc::new(packed),
+            k_start,
+            k_axes,
+            out_axes: out_axes.into(),
+            isa,
+        }
+    }
+
+    fn output_shape<D: DimLike>(&self, input: &[D]) -> TVec<D> {
+        self.out_axes
+            .iter()
+            .map(|a| match a {
+                OutAxis::Input(p) => input[*p].clone(),
+                OutAxis::N => D::from(self.packed.n()),
+                OutAxis::One => D::from(1usize),
+            })
+            .collect()
+    }
+}
+
+impl Op for WeightLinear {
+    fn name(&self) -> StaticName {
+        "SparsepipeLinear".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} K={} N={} axes {}..{} isa={}",
+            self.packed.kind(),
+            self.packed.k(),
+            self.packed.n(),
+            self.k_start,
+            self.k_start + self.k_axes,
+            self.isa
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for WeightLinear {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let shape = x.shape();
+        ensure!(shape.len() >= self.k_start + self.k_axes, "input rank {} too small", shape.len());
+        let outer: usize = shape[..self.k_start].iter().product();
+        let k: usize = shape[self.k_start..self.k_start + self.k_axes].iter().product();
+        let inner: usize = shape[self.k_start + self.k_axes..].iter().product();
+        ensure!(k == self.packed.k(), "contracted size {} differs from the weight's {}", k, self.packed.k());
+        let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        let oshape = self.output_shape(shape);
+        // SAFETY: `PackedLinear::run` writes every element of the output before anything reads it.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&oshape)? };
+        {
+            let mut view = y.try_as_plain_ram_mut()?;
+            let ys = view.as_slice_mut::<f32>()?;
+            match current_tract_executor() {
+                Executor::MultiThread(pool) => pool.install(|| self.packed.run(self.isa, xs, outer, inner, ys)),
+                _ => self.packed.run(self.isa, xs, outer, inner, ys),
+            }
+            .map_err(|e| format_err!("{e}"))?;
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for WeightLinear {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
+        ensure!(shape.len() >= self.k_start + self.k_axes);
+        Ok(tvec!(f32::fact(self.output_shape(&shape))))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let shape = &inputs[0].shape;
+        let cols: TDim = shape[..self.k_start].iter().chain(shape[self.k_start + self.k_axes..].iter()).product();
+        let macs = match &*self.packed {
+            PackedLinear::Sparse(m) => m.nnz(),
+            PackedLinear::Dense(m) => m.k() * m.n(),
+        };
+        Ok(tvec!((Cost::FMA(f32::datum_type()), cols * macs)))
+    }
+
+    as_op!();
+}

@@ -1,0 +1,24 @@
+//! What the engine did with each constant-weight matmul.
+
+/// One constant-weight matmul of the model and how it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerReport {
+    /// Node name in the decluttered graph (derived from the ONNX node name).
+    pub node: String,
+    /// The einsum pattern tract found, e.g. `amk,kn->amn`.
+    pub pattern: String,
+    /// Shape of the weight as stored.
+    pub weight_shape: Vec<usize>,
+    /// Contracted size.
+    pub k: usize,
+    /// Output channels.
+    pub n: usize,
+    /// Fraction of exact zeros in the weight.
+    pub sparsity: f64,
+    /// `"sparse"` or `"dense"`.
+    pub kernel: String,
+    /// Instruction set of the kernel (`avx512`, `avx2`, `portable`), or `tract` for tract's matmul.
+    pub isa: String,
+    /// Names of the bias/activation nodes folded into the kernel.
+    pub fused: Vec<String>,
+}

@@ -1,0 +1,54 @@
+//! One rayon pool per thread count, shared by every engine in the process and by tract.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use rayon::ThreadPool;
+
+use crate::error::{Error, Result};
+
+/// Environment variable that sets the thread count when none is given.
+pub const NUM_THREADS_ENV: &str = "SPARSEPIPE_NUM_THREADS";
+
+/// The thread count to use: `requested`, else `$SPARSEPIPE_NUM_THREADS`, else all cores.
+pub fn resolve_num_threads(requested: Option<usize>) -> Result<usize> {
+    if let Some(n) = requested {
+        if n == 0 {
+            return Err(Error::Config(
+                "num_threads must be at least 1 (or None to use every core)".into(),
+            ));
+        }
+        return Ok(n);
+    }
+    if let Ok(v) = std::env::var(NUM_THREADS_ENV) {
+        let v = v.trim();
+        if !v.is_empty() {
+            return match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(Error::Config(format!(
+                    "{NUM_THREADS_ENV}={v:?} is not a positive integer; set it to a thread count \
+                     such as 4, or unset it to use every core"
+                ))),
+            };
+        }
+    }
+    Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// The process-wide pool with `n` threads, created on first use and dropped with its last engine.
+pub fn shared_pool(n: usize) -> Result<Arc<ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Weak<ThreadPool>>>> = OnceLock::new();
+    let pools = POOLS.get_or_init(Default::default);
+    let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(pool) = pools.get(&n).and_then(Weak::upgrade) {
+        return Ok(pool);
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("sparsepipe-{i}"))
+        .build()
+        .map_err(|e| Error::Config(format!("could not start {n} threads: {e}")))?;
+    let pool = Arc::new(pool);
+    pools.insert(n, Arc::downgrade(&pool));
+    Ok(pool)
+}
