@@ -1,1 +1,253 @@
+//! `sparsepipe._engine`: translates between Python/numpy and the engine crate. No logic here.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use numpy::ndarray::{ArrayD, IxDyn};
+use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use sparsepipe_engine::{Array, ArrayRef, Data, DataRef, DenseBackend, Dim, Engine, EngineOptions, Error, Isa};
+
+/// Converts an engine error into the matching `sparsepipe.errors` exception.
+fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
+    let (class, msg) = match e {
+        Error::ModelLoad(m) => ("ModelLoadError", m),
+        Error::Input(m) => ("InputError", m),
+        Error::Config(m) => ("ConfigError", m),
+        Error::Engine(m) => ("EngineError", m),
+    };
+    match py.import("sparsepipe.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((msg.clone(),))) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(_) => pyo3::exceptions::PyRuntimeError::new_err(msg),
+    }
+}
+
+fn input_error(py: Python<'_>, msg: String) -> PyErr {
+    to_pyerr(py, Error::Input(msg))
+}
+
+macro_rules! held {
+    ($($variant:ident : $t:ty),* $(,)?) => {
+        /// One input, borrowed from numpy when C-contiguous, else copied in C order.
+        enum Held<'py> {
+            $($variant(PyReadonlyArrayDyn<'py, $t>),)*
+            Owned(Vec<usize>, Data),
+        }
+
+        impl<'py> Held<'py> {
+            fn extract(py: Python<'py>, name: &str, obj: &Bound<'py, PyAny>) -> PyResult<Held<'py>> {
+                let Ok(untyped) = obj.cast::<PyUntypedArray>() else {
+                    return Err(input_error(py, format!(
+                        "input '{name}' must be a numpy array, got {}", obj.get_type().name()?
+                    )));
+                };
+                $(
+                    if let Ok(a) = untyped.cast::<PyArrayDyn<$t>>() {
+                        let ro = a.try_readonly().map_err(|e| input_error(py, format!(
+                            "input '{name}' cannot be read: {e}"
+                        )))?;
+                        if ro.is_c_contiguous() {
+                            return Ok(Held::$variant(ro));
+                        }
+                        let shape = ro.shape().to_vec();
+                        return Ok(Held::Owned(shape, Data::$variant(ro.as_array().iter().cloned().collect())));
+                    }
+                )*
+                Err(input_error(py, format!(
+                    "input '{name}' has dtype {}, which sparsepipe does not accept; use one of \
+                     float32, float64, int64, int32, int16, int8, uint8, uint16, bool",
+                    untyped.dtype()
+                )))
+            }
+
+            fn as_ref(&self) -> ArrayRef<'_> {
+                match self {
+                    $(Held::$variant(a) => ArrayRef {
+                        shape: a.shape(),
+                        data: DataRef::$variant(a.as_slice().expect("checked C-contiguous")),
+                    },)*
+                    Held::Owned(shape, data) => ArrayRef {
+                        shape,
+                        data: match data { $(Data::$variant(v) => DataRef::$variant(v),)* },
+                    },
+                }
+            }
+        }
+
+        fn to_numpy(py: Python<'_>, a: Array) -> PyResult<Py<PyAny>> {
+            let shape = IxDyn(&a.shape);
+            let err = |e: numpy::ndarray::ShapeError| to_pyerr(py, Error::Engine(e.to_string()));
+            Ok(match a.data {
+                $(Data::$variant(v) => ArrayD::from_shape_vec(shape, v).map_err(err)?.into_pyarray(py).into_any().unbind(),)*
+            })
+        }
+    };
+}
+
+held!(F32: f32, F64: f64, I64: i64, I32: i32, I16: i16, I8: i8, U8: u8, U16: u16, Bool: bool);
+
+fn dim_to_py(py: Python<'_>, d: &Dim) -> PyResult<Py<PyAny>> {
+    Ok(match d {
+        Dim::Fixed(v) => v.into_pyobject(py)?.into_any().unbind(),
+        Dim::Symbol(s) => s.into_pyobject(py)?.into_any().unbind(),
+    })
+}
+
+/// A loaded ONNX model (see `sparsepipe.Engine` for the documented wrapper).
+#[pyclass(frozen, name = "Engine", module = "sparsepipe._engine")]
+struct PyEngine {
+    inner: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (model_path, *, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend="tract", isa=None))]
+    fn new(
+        py: Python<'_>,
+        model_path: PathBuf,
+        batch_size: Option<usize>,
+        num_threads: Option<usize>,
+        sparsity_threshold: f64,
+        dense_backend: &str,
+        isa: Option<&str>,
+    ) -> PyResult<Self> {
+        let dense_backend = match dense_backend {
+            "tract" => DenseBackend::Tract,
+            "sparsepipe" => DenseBackend::Sparsepipe,
+            other => {
+                return Err(to_pyerr(
+                    py,
+                    Error::Config(format!("dense_backend must be 'tract' or 'sparsepipe', got {other:?}")),
+                ))
+            }
+        };
+        let isa = match isa {
+            None => None,
+            Some(name) => Some(Isa::from_name(name).ok_or_else(|| {
+                to_pyerr(py, Error::Config(format!("isa must be 'avx512', 'avx2' or 'portable', got {name:?}")))
+            })?),
+        };
+        let options = EngineOptions { batch_size, num_threads, sparsity_threshold, dense_backend, isa };
+        let inner = py.detach(|| Engine::load(&model_path, options)).map_err(|e| to_pyerr(py, e))?;
+        Ok(PyEngine { inner })
+    }
+
+    /// Runs the model on arrays given in input order; returns the outputs in output order.
+    fn run(&self, py: Python<'_>, inputs: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Py<PyAny>>> {
+        let infos = self.inner.inputs();
+        let held = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, obj)| {
+                let name = infos.get(i).map_or_else(|| format!("#{i}"), |info| info.name.clone());
+                Held::extract(py, &name, obj)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let refs: Vec<ArrayRef<'_>> = held.iter().map(Held::as_ref).collect();
+        let outs = py.detach(|| self.inner.run(&refs)).map_err(|e| to_pyerr(py, e))?;
+        outs.into_iter().map(|a| to_numpy(py, a)).collect()
+    }
+
+    /// Position of the input called `name`.
+    fn input_index(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
+        self.inner.input_index(name).map_err(|e| to_pyerr(py, e))
+    }
+
+    #[getter]
+    fn input_names(&self) -> Vec<String> {
+        self.inner.inputs().iter().map(|i| i.name.clone()).collect()
+    }
+
+    #[getter]
+    fn output_names(&self) -> Vec<String> {
+        self.inner.outputs().iter().map(|i| i.name.clone()).collect()
+    }
+
+    #[getter]
+    fn input_shapes(&self, py: Python<'_>) -> PyResult<Vec<Vec<Py<PyAny>>>> {
+        self.inner.inputs().iter().map(|i| i.shape.iter().map(|d| dim_to_py(py, d)).collect()).collect()
+    }
+
+    #[getter]
+    fn output_shapes(&self, py: Python<'_>) -> PyResult<Vec<Vec<Py<PyAny>>>> {
+        self.inner.outputs().iter().map(|i| i.shape.iter().map(|d| dim_to_py(py, d)).collect()).collect()
+    }
+
+    #[getter]
+    fn input_dtypes(&self) -> Vec<Option<&'static str>> {
+        self.inner.inputs().iter().map(|i| i.dtype.map(|d| d.name())).collect()
+    }
+
+    #[getter]
+    fn output_dtypes(&self) -> Vec<Option<&'static str>> {
+        self.inner.outputs().iter().map(|i| i.dtype.map(|d| d.name())).collect()
+    }
+
+    #[getter]
+    fn num_threads(&self) -> usize {
+        self.inner.num_threads()
+    }
+
+    #[getter]
+    fn batch_size(&self) -> Option<usize> {
+        self.inner.options().batch_size
+    }
+
+    #[getter]
+    fn sparsity_threshold(&self) -> f64 {
+        self.inner.options().sparsity_threshold
+    }
+
+    #[getter]
+    fn isa(&self) -> &'static str {
+        self.inner.isa().name()
+    }
+
+    #[getter]
+    fn model_path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    /// One dict per constant-weight matmul.
+    fn sparsity_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for l in self.inner.sparsity_report() {
+            let d = PyDict::new(py);
+            d.set_item("node", &l.node)?;
+            d.set_item("pattern", &l.pattern)?;
+            d.set_item("shape", &l.weight_shape)?;
+            d.set_item("k", l.k)?;
+            d.set_item("n", l.n)?;
+            d.set_item("sparsity", l.sparsity)?;
+            d.set_item("kernel", &l.kernel)?;
+            d.set_item("isa", &l.isa)?;
+            d.set_item("fused", &l.fused)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+}
+
+/// Kernel instruction sets this CPU supports, slowest first.
+#[pyfunction]
+fn available_isas() -> Vec<&'static str> {
+    Isa::available().into_iter().map(Isa::name).collect()
+}
+
+/// Threads an Engine uses when `num_threads` is None.
+#[pyfunction]
+fn default_num_threads(py: Python<'_>) -> PyResult<usize> {
+    sparsepipe_engine::threads::resolve_num_threads(None).map_err(|e| to_pyerr(py, e))
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    static VERSION: OnceLock<&str> = OnceLock::new();
+    m.add("__version__", *VERSION.get_or_init(|| env!("CARGO_PKG_VERSION")))?;
+    m.add_class::<PyEngine>()?;
+    m.add_function(wrap_pyfunction!(available_isas, m)?)?;
+    m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
+    Ok(())
+}

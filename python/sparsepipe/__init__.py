@@ -1,0 +1,19 @@
+"""sparsepipe: fast CPU inference for ONNX models, much faster when their weights are pruned."""
+
+from . import errors
+from ._engine import __version__, available_isas, default_num_threads
+from .engine import Engine
+from .errors import ConfigError, EngineError, InputError, ModelLoadError, SparsepipeError
+
+__all__ = [
+    "ConfigError",
+    "Engine",
+    "EngineError",
+    "InputError",
+    "ModelLoadError",
+    "SparsepipeError",
+    "__version__",
+    "available_isas",
+    "default_num_threads",
+    "errors",
+]

@@ -1,0 +1,165 @@
+"""`Engine`: runs an ONNX model on sparsepipe's Rust engine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _engine
+from .errors import InputError
+
+__all__ = ["Engine"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Engine:
+    """A loaded ONNX model, optimized once and callable many times, from any thread.
+
+    Constant-weight matmuls with at least ``sparsity_threshold`` zeros run on sparsepipe's sparse
+    SIMD kernels; everything else runs on tract. Work is spread over ``num_threads`` cores (default:
+    ``$SPARSEPIPE_NUM_THREADS``, else all cores). The GIL is released while the model runs.
+
+    Args:
+        model_path: an ``.onnx`` file, or a directory containing ``model.onnx``.
+        batch_size: ``None`` accepts any batch size; an int requires exactly that batch.
+        num_threads: threads to use; ``None`` uses all cores (or ``$SPARSEPIPE_NUM_THREADS``).
+        sparsity_threshold: weights with at least this fraction of zeros use the sparse kernels;
+            a value above 1 disables them.
+        dense_backend: who runs the other weights: ``"tract"`` (default) or ``"sparsepipe"``.
+        isa: force a kernel instruction set (``"avx512"``, ``"avx2"``, ``"portable"``).
+    """
+
+    def __init__(
+        self,
+        model_path: PathLike,
+        *,
+        batch_size: Optional[int] = None,
+        num_threads: Optional[int] = None,
+        sparsity_threshold: float = 0.5,
+        dense_backend: str = "tract",
+        isa: Optional[str] = None,
+    ) -> None:
+        self._engine = _engine.Engine(
+            os.fspath(model_path),
+            batch_size=batch_size,
+            num_threads=num_threads,
+            sparsity_threshold=float(sparsity_threshold),
+            dense_backend=dense_backend,
+            isa=isa,
+        )
+        self._dtypes = [np.dtype(d) if d else None for d in self._engine.input_dtypes]
+
+    def __call__(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
+        """Runs the model; ``inputs`` is a list in input order or a dict by input name.
+
+        numpy arrays must have the model's dtypes; nested lists and scalars are converted to them.
+        Returns the outputs as numpy arrays, in output order.
+        """
+        return self.run(inputs)
+
+    def run(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
+        """Same as calling the engine."""
+        names = self._engine.input_names
+        if isinstance(inputs, Mapping):
+            unknown = [k for k in inputs if k not in names]
+            if unknown:
+                raise InputError(
+                    f"the model has no input named {unknown[0]!r}; its inputs are "
+                    + ", ".join(repr(n) for n in names)
+                )
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise InputError(
+                    f"input {missing[0]!r} is missing; the model takes "
+                    + ", ".join(repr(n) for n in names)
+                )
+            ordered = [inputs[n] for n in names]
+        elif isinstance(inputs, np.ndarray):
+            ordered = [inputs]
+        elif isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes)):
+            ordered = list(inputs)
+        else:
+            raise InputError(
+                "inputs must be a list of arrays in input order or a dict by input name "
+                f"({', '.join(repr(n) for n in names)}), got {type(inputs).__name__}"
+            )
+        return self._engine.run([self._as_array(i, x) for i, x in enumerate(ordered)])
+
+    def _as_array(self, i: int, x: Any) -> Any:
+        if isinstance(x, np.ndarray) or i >= len(self._dtypes):
+            return x
+        try:
+            return np.asarray(x, dtype=self._dtypes[i])
+        except (TypeError, ValueError) as e:
+            name = self._engine.input_names[i]
+            raise InputError(
+                f"input {name!r} could not be converted to a {self._dtypes[i]} array: {e}"
+            ) from e
+
+    @property
+    def input_names(self) -> list[str]:
+        """Input names, in the order ``__call__`` takes a list."""
+        return self._engine.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names, in the order outputs are returned."""
+        return self._engine.output_names
+
+    @property
+    def input_shapes(self) -> list[list[Union[int, str]]]:
+        """Declared input shapes; symbolic dimensions are strings such as ``"batch"``."""
+        return self._engine.input_shapes
+
+    @property
+    def output_shapes(self) -> list[list[Union[int, str]]]:
+        """Declared output shapes; symbolic dimensions are strings."""
+        return self._engine.output_shapes
+
+    @property
+    def input_dtypes(self) -> list[Optional[str]]:
+        """Input element types as numpy names (``"int64"``, ``"float32"``...)."""
+        return self._engine.input_dtypes
+
+    @property
+    def output_dtypes(self) -> list[Optional[str]]:
+        """Output element types as numpy names."""
+        return self._engine.output_dtypes
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        """The fixed batch size, or ``None`` when any batch is accepted."""
+        return self._engine.batch_size
+
+    @property
+    def num_threads(self) -> int:
+        """Threads the engine runs on."""
+        return self._engine.num_threads
+
+    @property
+    def isa(self) -> str:
+        """Instruction set of the kernels in use (``avx512``, ``avx2`` or ``portable``)."""
+        return self._engine.isa
+
+    @property
+    def model_path(self) -> str:
+        """Path of the ONNX file loaded."""
+        return os.fspath(self._engine.model_path)
+
+    def sparsity_report(self) -> list[dict[str, Any]]:
+        """One dict per constant-weight matmul: node, pattern, shape, k, n, sparsity, kernel
+        (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it) and the
+        fused bias/activation nodes."""
+        return self._engine.sparsity_report()
+
+    def __repr__(self) -> str:
+        report = self.sparsity_report()
+        sparse = sum(1 for r in report if r["kernel"] == "sparse")
+        return (
+            f"Engine({self.model_path!r}, inputs={self.input_names}, batch_size={self.batch_size}, "
+            f"num_threads={self.num_threads}, sparse_layers={sparse}/{len(report)}, isa={self.isa!r})"
+        )
