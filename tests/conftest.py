@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -113,3 +114,24 @@ def model_zoo(tmp_path_factory: pytest.TempPathFactory) -> ModelZoo:
     """Return a session-wide ModelZoo writing into a pytest temporary folder."""
     pytest.importorskip("onnx")
     return ModelZoo(tmp_path_factory.mktemp("onnx_models"))
+
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """Return ../shared beside the repository (real models and samples).
+
+    Skips with a visible reason when it is absent, except when $CI is set: then the test fails,
+    so that CI always runs the real-model tests.
+    """
+    if (SHARED_DIR / "models").is_dir():
+        return SHARED_DIR
+    reason = (
+        f"../shared is absent: no models directory under {SHARED_DIR} (check it out beside the "
+        "repository to run the real-model tests)"
+    )
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(reason + "; CI is set, so this is an error", pytrace=False)
+    pytest.skip(reason)

@@ -9,9 +9,45 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _engine
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 __all__ = ["Engine"]
+
+
+def _positive_int(option: str, value: Any) -> Optional[int]:
+    """`value` as an int >= 1, or None; ConfigError/TypeError naming `option` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{option} must be an int or None, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ConfigError(f"{option} must be at least 1 (or None), got {value}")
+    return int(value)
+
+
+def _threshold(value: Any) -> float:
+    """The sparsity threshold as a float in [0, inf); ConfigError/TypeError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"sparsity_threshold must be a number between 0 and 1, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    value = float(value)
+    if not value >= 0.0:
+        raise ConfigError(
+            "sparsity_threshold must be between 0 and 1 (above 1 disables the sparse kernels), "
+            f"got {'NaN' if value != value else value}"
+        )
+    return value
+
+
+def _choice(option: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """`value` if it is one of `allowed`; ConfigError/TypeError naming `option` otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(f"{option} must be a str, one of {allowed}, got {type(value).__name__}")
+    if value not in allowed:
+        raise ConfigError(f"{option} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -43,13 +79,17 @@ class Engine:
         dense_backend: str = "tract",
         isa: Optional[str] = None,
     ) -> None:
+        if not isinstance(model_path, (str, os.PathLike)):
+            raise TypeError(
+                f"model_path must be a str or os.PathLike, got {type(model_path).__name__}"
+            )
         self._engine = _engine.Engine(
             os.fspath(model_path),
-            batch_size=batch_size,
-            num_threads=num_threads,
-            sparsity_threshold=float(sparsity_threshold),
-            dense_backend=dense_backend,
-            isa=isa,
+            batch_size=_positive_int("batch_size", batch_size),
+            num_threads=_positive_int("num_threads", num_threads),
+            sparsity_threshold=_threshold(sparsity_threshold),
+            dense_backend=_choice("dense_backend", dense_backend, ("tract", "sparsepipe")),
+            isa=None if isa is None else _choice("isa", isa, ("avx512", "avx2", "portable")),
         )
         self._dtypes = [np.dtype(d) if d else None for d in self._engine.input_dtypes]
 
@@ -90,15 +130,24 @@ class Engine:
         return self._engine.run([self._as_array(i, x) for i, x in enumerate(ordered)])
 
     def _as_array(self, i: int, x: Any) -> Any:
-        if isinstance(x, np.ndarray) or i >= len(self._dtypes):
+        if isinstance(x, np.ndarray) or i >= len(self._dtypes) or self._dtypes[i] is None:
             return x
+        name = self._engine.input_names[i]
+        want = self._dtypes[i]
+        if x is None:
+            raise InputError(f"input {name!r} is None; pass a {want} array")
         try:
-            return np.asarray(x, dtype=self._dtypes[i])
-        except (TypeError, ValueError) as e:
-            name = self._engine.input_names[i]
-            raise InputError(
-                f"input {name!r} could not be converted to a {self._dtypes[i]} array: {e}"
-            ) from e
+            arr = np.asarray(x)
+            if arr.dtype == object:
+                raise ValueError("it is ragged or holds non-numeric values")
+            if not np.can_cast(arr.dtype, want, casting="same_kind"):
+                raise ValueError(f"its values are {arr.dtype}, which do not convert safely")
+            out = arr.astype(want)
+            if want.kind in "iu" and not np.array_equal(out, arr):
+                raise ValueError(f"some values do not fit in {want}")
+            return out
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InputError(f"input {name!r} could not be converted to a {want} array: {e}") from e
 
     @property
     def input_names(self) -> list[str]:
@@ -160,6 +209,7 @@ class Engine:
         report = self.sparsity_report()
         sparse = sum(1 for r in report if r["kernel"] == "sparse")
         return (
-            f"Engine({self.model_path!r}, inputs={self.input_names}, batch_size={self.batch_size}, "
-            f"num_threads={self.num_threads}, sparse_layers={sparse}/{len(report)}, isa={self.isa!r})"
+            f"Engine({self.model_path!r}, inputs={self.input_names}, "
+            f"batch_size={self.batch_size}, num_threads={self.num_threads}, "
+            f"sparse_layers={sparse}/{len(report)}, isa={self.isa!r})"
         )

@@ -11,6 +11,7 @@ use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::{Framework, InferenceModelExt};
 
 use crate::array::{Array, ArrayRef, DType, Data, Dim, TensorInfo};
+use crate::checks::{self, IndexBound};
 use crate::error::{chain, no_panic, Error, Result};
 use crate::passes::weight_matmul::{self, DenseBackend};
 use crate::report::LayerReport;
@@ -51,6 +52,7 @@ pub struct Engine {
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     report: Vec<LayerReport>,
+    index_bounds: Vec<IndexBound>,
     options: EngineOptions,
     num_threads: usize,
     isa: Isa,
@@ -88,6 +90,7 @@ impl Engine {
         let outputs = io_infos(&typed, typed.output_outlets().map_err(load_err(&path))?, false)?;
         check_batch_option(&inputs, options.batch_size)?;
         let mut typed = typed.into_decluttered().map_err(load_err(&path))?;
+        let index_bounds = checks::index_bounds(&typed).map_err(load_err(&path))?;
         let cfg = weight_matmul::Config {
             sparsity_threshold: options.sparsity_threshold,
             dense: options.dense_backend,
@@ -97,7 +100,7 @@ impl Engine {
         typed.optimize().map_err(load_err(&path))?;
         let run_options = RunOptions { executor: Some(Executor::MultiThread(pool.clone())), ..Default::default() };
         let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
-        Ok(Engine { plan, pool, inputs, outputs, report, options, num_threads, isa, path })
+        Ok(Engine { plan, pool, inputs, outputs, report, index_bounds, options, num_threads, isa, path })
     }
 
     /// The model's inputs, in order.
@@ -147,6 +150,7 @@ impl Engine {
     pub fn run(&self, inputs: &[ArrayRef<'_>]) -> Result<Vec<Array>> {
         no_panic("running the model", || {
             self.check_inputs(inputs)?;
+            checks::check_indices(&self.index_bounds, &self.inputs, inputs)?;
             let tensors: TVec<TValue> = inputs
                 .iter()
                 .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
@@ -209,6 +213,11 @@ impl Engine {
                         )));
                     }
                     Dim::Symbol(sym) => {
+                        if got == 0 {
+                            return Err(Error::Input(format!(
+                                "input '{name}' has an empty dimension {axis} ('{sym}'); pass at least one element"
+                            )));
+                        }
                         if axis == 0 {
                             if let Some(b) = self.options.batch_size {
                                 if got != b {
@@ -298,6 +307,13 @@ fn load_typed(path: &Path) -> Result<TypedModel> {
     if proto.graph.as_ref().is_none_or(|g| g.node.is_empty() && g.output.is_empty()) {
         return Err(Error::ModelLoad(format!(
             "{} holds no ONNX graph (the file may be truncated or not an ONNX model)",
+            path.display()
+        )));
+    }
+    if !proto.opset_import.iter().any(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
+        return Err(Error::ModelLoad(format!(
+            "{} declares no ONNX opset (opset_import has no entry for the default domain), so its \
+             operators cannot be interpreted; the file may be truncated, or re-export it with an opset",
             path.display()
         )));
     }

@@ -36,8 +36,8 @@ pub(crate) fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             Err(Error::Engine(format!(
-                "internal error while {what}: {msg}. This is a bug in sparsepipe; please report it \
-                 with the model. Setting sparsity_threshold=1.01 bypasses the sparse kernels."
+                "internal error while {what}: {msg}. The inputs passed every check sparsepipe makes, \
+                 so this is a bug; please report it with the model and the inputs"
             )))
         }
     }

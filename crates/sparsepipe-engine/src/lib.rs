@@ -2,6 +2,7 @@
 //! and dense kernels, and runs the plan on one shared rayon pool. No Python in here.
 
 pub mod array;
+mod checks;
 pub mod engine;
 pub mod error;
 pub mod op;

@@ -1,6 +1,8 @@
 //! The shared driver: lays activations out channels-first, splits the work into tiles and runs
 //! them on the current rayon pool, then lays the result back out.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
 use crate::isa::Isa;
@@ -68,11 +70,12 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
             return;
         }
         let mp = round_up(m, LANES);
-        let mut xt = vec![0f32; k * mp];
-        transpose(x, m, k, k, &mut xt, mp);
-        let mut yt = vec![0f32; n * mp];
-        run_tiles(kern, isa, &[(xt.as_ptr(), yt.as_mut_ptr())], mp, mp, mp);
-        transpose(&yt, n, m, mp, y, n);
+        with_scratch(k * mp + n * mp, |buf| {
+            let (xt, yt) = buf.split_at_mut(k * mp);
+            transpose(x, m, k, k, xt, mp);
+            run_tiles(kern, isa, &[(xt.as_ptr(), yt.as_mut_ptr())], mp, mp, mp);
+            transpose(yt, n, m, mp, y, n);
+        });
     } else if inner % LANES == 0 {
         let batches: Vec<_> = (0..outer)
             // SAFETY: offsets stay inside `x` ([outer, k, inner]) and `y` ([outer, n, inner]).
@@ -81,16 +84,36 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
         run_tiles(kern, isa, &batches, inner, inner, inner);
     } else {
         let ip = round_up(inner, LANES);
-        let mut xt = vec![0f32; outer * k * ip];
-        xt.par_chunks_mut(ip).zip(x.par_chunks(inner)).for_each(|(d, s)| d[..inner].copy_from_slice(s));
-        let mut yt = vec![0f32; outer * n * ip];
-        let batches: Vec<_> = (0..outer)
-            // SAFETY: offsets stay inside the padded buffers ([outer, k|n, ip]).
-            .map(|b| unsafe { (xt.as_ptr().add(b * k * ip), yt.as_mut_ptr().add(b * n * ip)) })
-            .collect();
-        run_tiles(kern, isa, &batches, ip, ip, ip);
-        y.par_chunks_mut(inner).zip(yt.par_chunks(ip)).for_each(|(d, s)| d.copy_from_slice(&s[..inner]));
+        with_scratch(outer * (k + n) * ip, |buf| {
+            let (xt, yt) = buf.split_at_mut(outer * k * ip);
+            xt.par_chunks_mut(ip).zip(x.par_chunks(inner)).for_each(|(d, s)| d[..inner].copy_from_slice(s));
+            let batches: Vec<_> = (0..outer)
+                // SAFETY: offsets stay inside the padded buffers ([outer, k|n, ip]).
+                .map(|b| unsafe { (xt.as_ptr().add(b * k * ip), yt.as_mut_ptr().add(b * n * ip)) })
+                .collect();
+            run_tiles(kern, isa, &batches, ip, ip, ip);
+            y.par_chunks_mut(inner).zip(yt.par_chunks(ip)).for_each(|(d, s)| d.copy_from_slice(&s[..inner]));
+        });
     }
+}
+
+thread_local! {
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on a per-thread buffer of `len` floats, reused across calls (a re-entrant call on
+/// the same thread gets a fresh one). Its contents are unspecified but initialized.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(Cell::take);
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.with(|c| {
+        let other = c.take();
+        c.set(if other.len() > buf.len() { other } else { buf });
+    });
+    r
 }
 
 /// Runs every (batch, column tile, channel range) job, in parallel when the work pays for it.
