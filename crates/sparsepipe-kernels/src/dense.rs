@@ -123,8 +123,8 @@ unsafe fn tile_avx2(m: &DenseMatrix, t: &Tile) {
 unsafe fn dense_tile<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix, t: &Tile) {
     let width = CB * LANES;
     let mut c = 0;
-    while c < t.ncols {
-        let wide = c + width <= t.ncols;
+    while c < t.w {
+        let wide = c + width <= t.w;
         let mut ch = t.ch0;
         while ch < t.ch1 {
             let valid = NR.min(t.ch1 - ch);
@@ -163,7 +163,7 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(
             *row = [S::splat(*m.bias.get_unchecked(ch + r)); CB];
         }
         for kk in 0..m.k {
-            let xr = xp.add(kk * t.ldx);
+            let xr = xp.add(kk * t.w);
             let mut xs = [S::zero(); CB];
             for (v, x) in xs.iter_mut().enumerate() {
                 *x = S::load(xr.add(v * LANES));
@@ -179,7 +179,7 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(
         let clamp = m.epi.clamps();
         let (lo, hi) = (S::splat(m.epi.min), S::splat(m.epi.max));
         for (r, row) in acc.iter().enumerate().take(valid) {
-            let out = t.yt.add((ch + r) * t.ldy + c);
+            let out = t.yt.add((ch + r) * t.w + c);
             for (v, &a) in row.iter().enumerate() {
                 let a = if clamp { S::min(S::max(a, lo), hi) } else { a };
                 S::store(out.add(v * LANES), a);

@@ -7,29 +7,28 @@ use rayon::prelude::*;
 
 use crate::isa::Isa;
 use crate::simd::LANES;
+use crate::transpose::transpose;
 
-/// Columns (tokens or pixels) per parallel job.
-const COL_TILE: usize = 64;
+/// Columns (tokens or pixels) per packed tile and per parallel job.
+pub(crate) const COL_TILE: usize = 64;
 /// Below this many multiply-adds a call runs on the calling thread alone.
 const PAR_MIN_MACS: usize = 1 << 16;
 /// Row-major calls with fewer rows than this use the kernel's row path when it has one.
 pub(crate) const SMALL_M: usize = 4;
 
-/// One job: channels `ch0..ch1` over `ncols` columns (a multiple of [`LANES`]) of a
-/// channels-first input `xt` (`[K, ncols]`, row stride `ldx`) into `yt` (`[N, ncols]`, stride `ldy`).
+/// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
+/// contiguous, `yt` its output, `[N][w]` contiguous; `w` is a multiple of [`LANES`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tile {
     pub xt: *const f32,
-    pub ldx: usize,
     pub yt: *mut f32,
-    pub ldy: usize,
-    pub ncols: usize,
+    pub w: usize,
     pub ch0: usize,
     pub ch1: usize,
 }
 
-// SAFETY: a Tile is only built by `run_tiles`, whose jobs read shared immutable input and write
-// pairwise disjoint (channel range x column range) regions of the output.
+// SAFETY: a Tile is only built by `run`, whose jobs read shared immutable input and write
+// pairwise disjoint (tile x channel range) regions of the output.
 unsafe impl Send for Tile {}
 // SAFETY: as above; a Tile is plain data and is never used to create aliasing `&mut`.
 unsafe impl Sync for Tile {}
@@ -57,6 +56,33 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
+/// Where the columns of one packed tile come from: batch `b`, columns `c0..c0 + cnt`, stored
+/// `w` wide at float offset `xoff` (input, `K*w` floats) and `yoff` (output, `N*w`).
+#[derive(Clone, Copy, Debug)]
+struct TileSpec {
+    b: usize,
+    c0: usize,
+    cnt: usize,
+    w: usize,
+    xoff: usize,
+    yoff: usize,
+}
+
+fn tile_specs(outer: usize, cols: usize, k: usize, n: usize) -> (Vec<TileSpec>, usize, usize) {
+    let mut specs = vec![];
+    let (mut xoff, mut yoff) = (0, 0);
+    for b in 0..outer {
+        for c0 in (0..cols).step_by(COL_TILE) {
+            let cnt = COL_TILE.min(cols - c0);
+            let w = round_up(cnt, LANES);
+            specs.push(TileSpec { b, c0, cnt, w, xoff, yoff });
+            xoff += k * w;
+            yoff += n * w;
+        }
+    }
+    (specs, xoff, yoff)
+}
+
 /// Computes `y = x·W` where `x` is `[outer, K, inner]` and `y` is `[outer, N, inner]`
 /// (`inner == 1` is the row-major `[M, K]` case). Slice lengths are checked by the caller.
 pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, inner: usize, y: &mut [f32]) {
@@ -64,36 +90,104 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
     if outer == 0 || inner == 0 || n == 0 {
         return;
     }
-    if inner == 1 {
-        let m = outer;
-        if m < SMALL_M && kern.rows(isa, x, m, y) {
-            return;
+    let row_major = inner == 1;
+    if row_major && outer < SMALL_M && kern.rows(isa, x, outer, y) {
+        return;
+    }
+    // Row-major: one batch of M columns. Channels-first: `outer` batches of `inner` columns.
+    let (batches, cols) = if row_major { (1, outer) } else { (outer, inner) };
+    let (specs, xlen, ylen) = tile_specs(batches, cols, k, n);
+    let parallel = rayon::current_num_threads() > 1
+        && kern.macs_per_col().saturating_mul(outer * inner) >= PAR_MIN_MACS;
+    with_scratch(xlen + ylen, |buf| {
+        let (xp, yp) = buf.split_at_mut(xlen);
+        pack(isa, x, row_major, k, cols, &specs, xp, parallel);
+        let jobs = jobs(kern, &specs, xp, yp, parallel);
+        // SAFETY: each job names one tile's packed input and a disjoint channel range of its output.
+        let run_job = |t: &Tile| unsafe { kern.tile(isa, t) };
+        if parallel {
+            jobs.par_iter().for_each(run_job);
+        } else {
+            jobs.iter().for_each(run_job);
         }
-        let mp = round_up(m, LANES);
-        with_scratch(k * mp + n * mp, |buf| {
-            let (xt, yt) = buf.split_at_mut(k * mp);
-            transpose(x, m, k, k, xt, mp);
-            run_tiles(kern, isa, &[(xt.as_ptr(), yt.as_mut_ptr())], mp, mp, mp);
-            transpose(yt, n, m, mp, y, n);
-        });
-    } else if inner % LANES == 0 {
-        let batches: Vec<_> = (0..outer)
-            // SAFETY: offsets stay inside `x` ([outer, k, inner]) and `y` ([outer, n, inner]).
-            .map(|b| unsafe { (x.as_ptr().add(b * k * inner), y.as_mut_ptr().add(b * n * inner)) })
-            .collect();
-        run_tiles(kern, isa, &batches, inner, inner, inner);
+        unpack(isa, yp, row_major, n, cols, &specs, y, parallel);
+    });
+}
+
+fn jobs<K: TileKernel>(kern: &K, specs: &[TileSpec], xp: &[f32], yp: &mut [f32], parallel: bool) -> Vec<Tile> {
+    let threads = rayon::current_num_threads();
+    let parts = if parallel { (4 * threads).div_ceil(specs.len()).clamp(1, kern.n().div_ceil(8).max(1)) } else { 1 };
+    let ranges = kern.channel_parts(parts);
+    let mut jobs = Vec::with_capacity(specs.len() * ranges.len());
+    for s in specs {
+        // SAFETY: xoff/yoff locate the tile inside the packed buffers (see `tile_specs`).
+        let (xt, yt) = unsafe { (xp.as_ptr().add(s.xoff), yp.as_mut_ptr().add(s.yoff)) };
+        for &(ch0, ch1) in &ranges {
+            jobs.push(Tile { xt, yt, w: s.w, ch0, ch1 });
+        }
+    }
+    jobs
+}
+
+/// Copies `x` into the packed tiles (`[K][w]` each), transposing when row-major.
+#[allow(clippy::too_many_arguments)]
+fn pack(isa: Isa, x: &[f32], row_major: bool, k: usize, cols: usize, specs: &[TileSpec], xp: &mut [f32], parallel: bool) {
+    let mut pieces = Vec::with_capacity(specs.len());
+    let mut rest = xp;
+    for s in specs {
+        let (head, tail) = rest.split_at_mut(k * s.w);
+        pieces.push((s, head));
+        rest = tail;
+    }
+    let body = |(s, dst): (&TileSpec, &mut [f32])| {
+        if row_major {
+            // x is [M, K]; rows c0..c0+cnt become columns of dst.
+            transpose(isa, &x[s.c0 * k..], s.cnt, k, k, dst, s.w);
+        } else {
+            let src = &x[s.b * k * cols..];
+            for (r, d) in dst.chunks_exact_mut(s.w).enumerate() {
+                d[..s.cnt].copy_from_slice(&src[r * cols + s.c0..r * cols + s.c0 + s.cnt]);
+            }
+        }
+    };
+    if parallel {
+        pieces.into_par_iter().for_each(body);
     } else {
-        let ip = round_up(inner, LANES);
-        with_scratch(outer * (k + n) * ip, |buf| {
-            let (xt, yt) = buf.split_at_mut(outer * k * ip);
-            xt.par_chunks_mut(ip).zip(x.par_chunks(inner)).for_each(|(d, s)| d[..inner].copy_from_slice(s));
-            let batches: Vec<_> = (0..outer)
-                // SAFETY: offsets stay inside the padded buffers ([outer, k|n, ip]).
-                .map(|b| unsafe { (xt.as_ptr().add(b * k * ip), yt.as_mut_ptr().add(b * n * ip)) })
-                .collect();
-            run_tiles(kern, isa, &batches, ip, ip, ip);
-            y.par_chunks_mut(inner).zip(yt.par_chunks(ip)).for_each(|(d, s)| d.copy_from_slice(&s[..inner]));
-        });
+        pieces.into_iter().for_each(body);
+    }
+}
+
+/// Copies the packed output tiles (`[N][w]` each) into `y`, transposing when row-major.
+#[allow(clippy::too_many_arguments)]
+fn unpack(isa: Isa, yp: &[f32], row_major: bool, n: usize, cols: usize, specs: &[TileSpec], y: &mut [f32], parallel: bool) {
+    if row_major {
+        // y is [M, N]; tile rows (channels) become columns of y's rows c0..c0+cnt.
+        let mut pieces = Vec::with_capacity(specs.len());
+        let mut rest = y;
+        for s in specs {
+            let (head, tail) = rest.split_at_mut(s.cnt * n);
+            pieces.push((s, head));
+            rest = tail;
+        }
+        let body = |(s, dst): (&TileSpec, &mut [f32])| transpose(isa, &yp[s.yoff..], n, s.cnt, s.w, dst, n);
+        if parallel {
+            pieces.into_par_iter().for_each(body);
+        } else {
+            pieces.into_iter().for_each(body);
+        }
+    } else {
+        let body = |(b, dst): (usize, &mut [f32])| {
+            for s in specs.iter().filter(|s| s.b == b) {
+                for (r, src) in yp[s.yoff..s.yoff + n * s.w].chunks_exact(s.w).enumerate() {
+                    dst[r * cols + s.c0..r * cols + s.c0 + s.cnt].copy_from_slice(&src[..s.cnt]);
+                }
+            }
+        };
+        if parallel {
+            y.par_chunks_mut(n * cols).enumerate().for_each(body);
+        } else {
+            y.chunks_mut(n * cols).enumerate().for_each(body);
+        }
     }
 }
 
@@ -114,72 +208,6 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         c.set(if other.len() > buf.len() { other } else { buf });
     });
     r
-}
-
-/// Runs every (batch, column tile, channel range) job, in parallel when the work pays for it.
-fn run_tiles<K: TileKernel>(
-    kern: &K,
-    isa: Isa,
-    batches: &[(*const f32, *mut f32)],
-    ldx: usize,
-    ldy: usize,
-    ncols: usize,
-) {
-    let threads = rayon::current_num_threads();
-    let macs = kern.macs_per_col().saturating_mul(ncols).saturating_mul(batches.len());
-    if threads <= 1 || macs < PAR_MIN_MACS {
-        for &(xt, yt) in batches {
-            let t = Tile { xt, ldx, yt, ldy, ncols, ch0: 0, ch1: kern.n() };
-            // SAFETY: the caller passes buffers of `[k|n, ld]` floats per batch, `isa` checked.
-            unsafe { kern.tile(isa, &t) };
-        }
-        return;
-    }
-    let col_tiles = ncols.div_ceil(COL_TILE);
-    let base = col_tiles * batches.len();
-    let parts = (4 * threads).div_ceil(base).clamp(1, kern.n().div_ceil(8).max(1));
-    let ranges = kern.channel_parts(parts);
-    let mut jobs = Vec::with_capacity(base * ranges.len());
-    for &(xt, yt) in batches {
-        for ct in 0..col_tiles {
-            let c0 = ct * COL_TILE;
-            let w = COL_TILE.min(ncols - c0);
-            for &(ch0, ch1) in &ranges {
-                // SAFETY: c0 < ncols <= ldx, ldy: the offsets stay inside each batch's buffers.
-                let (xt, yt) = unsafe { (xt.add(c0), yt.add(c0)) };
-                jobs.push(Tile { xt, ldx, yt, ldy, ncols: w, ch0, ch1 });
-            }
-        }
-    }
-    // SAFETY: jobs cover disjoint output regions; pointers are valid for the tiles they name.
-    jobs.par_iter().for_each(|t| unsafe { kern.tile(isa, t) });
-}
-
-/// `dst[c * ld_dst + r] = src[r * ld_src + c]` for `r < rows`, `c < cols`, in parallel over
-/// blocks of destination rows.
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, ld_src: usize, dst: &mut [f32], ld_dst: usize) {
-    const B: usize = 16;
-    let body = |c0: usize, chunk: &mut [f32]| {
-        let nrows = (chunk.len() / ld_dst).min(cols - c0);
-        for r0 in (0..rows).step_by(B) {
-            let r1 = (r0 + B).min(rows);
-            for dc in 0..nrows {
-                let c = c0 + dc;
-                let drow = &mut chunk[dc * ld_dst..];
-                for r in r0..r1 {
-                    drow[r] = src[r * ld_src + c];
-                }
-            }
-        }
-    };
-    let rows_per_chunk = B;
-    let chunk = rows_per_chunk * ld_dst;
-    let dst = &mut dst[..cols * ld_dst];
-    if rows * cols < PAR_MIN_MACS / 4 {
-        dst.chunks_mut(chunk).enumerate().for_each(|(i, ch)| body(i * rows_per_chunk, ch));
-    } else {
-        dst.par_chunks_mut(chunk).enumerate().for_each(|(i, ch)| body(i * rows_per_chunk, ch));
-    }
 }
 
 /// Splits `0..n` into at most `parts` ranges whose cumulative work (a prefix sum of `n + 1`

@@ -10,6 +10,7 @@ mod exec;
 mod isa;
 mod simd;
 mod sparse;
+mod transpose;
 
 pub use dense::DenseMatrix;
 pub use isa::Isa;

@@ -17,9 +17,15 @@ pub struct SparseMatrix {
     /// Input channel of each nonzero.
     idx: Vec<u32>,
     vals: Vec<f32>,
+    /// `kb_ptr[c * (nkb + 1) + b]`: first nonzero of channel `c` at input channel `>= b * K_BLOCK`.
+    kb_ptr: Vec<u32>,
+    nkb: usize,
     epi: Epilogue,
     bias: Vec<f32>,
 }
+
+/// Input channels per cache block: a packed tile's `K_BLOCK x 64` floats stay in L1.
+const K_BLOCK: usize = 128;
 
 impl SparseMatrix {
     /// Packs `w(k, n)` for `k < K`, `n < N`, keeping the nonzeros.
@@ -43,7 +49,16 @@ impl SparseMatrix {
             col_ptr.push(u32::try_from(vals.len()).expect("too many nonzeros for a sparse weight"));
         }
         let bias = epi.bias_or_zeros(n);
-        SparseMatrix { k, n, col_ptr, idx, vals, epi, bias }
+        let nkb = k.div_ceil(K_BLOCK).max(1);
+        let mut kb_ptr = Vec::with_capacity(n * (nkb + 1));
+        for c in 0..n {
+            let (s, e) = (col_ptr[c] as usize, col_ptr[c + 1] as usize);
+            for b in 0..=nkb {
+                let first = s + idx[s..e].partition_point(|&r| (r as usize) < b * K_BLOCK);
+                kb_ptr.push(first as u32);
+            }
+        }
+        SparseMatrix { k, n, col_ptr, idx, vals, kb_ptr, nkb, epi, bias }
     }
 
     /// Packs a row-major `[K, N]` weight.
@@ -76,7 +91,7 @@ impl SparseMatrix {
     }
     /// Bytes held by the packed weight.
     pub fn packed_bytes(&self) -> usize {
-        4 * (self.col_ptr.len() + self.idx.len() + self.vals.len() + self.bias.len())
+        4 * (self.col_ptr.len() + self.idx.len() + self.vals.len() + self.bias.len() + self.kb_ptr.len())
     }
 
     /// `y = x·W` (+ epilogue) for `x: [outer, K, inner]`, `y: [outer, N, inner]`.
@@ -185,46 +200,71 @@ unsafe fn rows_avx2(m: &SparseMatrix, x: &[f32], y: &mut [f32], c0: usize, c1: u
     unsafe { sparse_rows::<crate::simd::Avx2>(m, x, y, c0, c1) }
 }
 
-/// Computes a tile `CB` vectors of columns at a time, then one vector at a time.
+/// Computes a tile block of `K_BLOCK` input channels at a time (so the block stays in L1),
+/// accumulating in the output tile, `CB` vectors of columns at a time, then one at a time.
 #[inline(always)]
 unsafe fn sparse_tile<S: Simd, const CB: usize>(m: &SparseMatrix, t: &Tile) {
-    let width = CB * LANES;
-    let mut c = 0;
-    while c + width <= t.ncols {
+    let nkb = m.nkb;
+    for kb in 0..nkb {
         for ch in t.ch0..t.ch1 {
-            // SAFETY: columns c..c+width are inside the tile (loop bound); contract forwarded.
-            unsafe { sparse_channel::<S, CB>(m, t, ch, c) };
+            // SAFETY: ch < N and kb < nkb index kb_ptr; columns stay inside the tile.
+            unsafe {
+                let base = m.kb_ptr.as_ptr().add(ch * (nkb + 1) + kb);
+                let (start, end) = (*base as usize, *base.add(1) as usize);
+                let (first, last) = (kb == 0, kb + 1 == nkb);
+                if start == end && !first && !last {
+                    continue;
+                }
+                let mut c = 0;
+                while c + CB * LANES <= t.w {
+                    sparse_channel::<S, CB>(m, t, ch, c, start, end, first, last);
+                    c += CB * LANES;
+                }
+                while c < t.w {
+                    sparse_channel::<S, 1>(m, t, ch, c, start, end, first, last);
+                    c += LANES;
+                }
+            }
         }
-        c += width;
-    }
-    while c < t.ncols {
-        for ch in t.ch0..t.ch1 {
-            // SAFETY: ncols is a multiple of LANES, so c..c+LANES is inside the tile.
-            unsafe { sparse_channel::<S, 1>(m, t, ch, c) };
-        }
-        c += LANES;
     }
 }
 
-/// One output channel over `CB * LANES` columns starting at `c`.
+/// Nonzeros `start..end` of channel `ch` over `CB * LANES` columns at `c`: starts from the bias
+/// when `first`, else from the partial sum in the output; applies the clamp when `last`.
 #[inline(always)]
-unsafe fn sparse_channel<S: Simd, const CB: usize>(m: &SparseMatrix, t: &Tile, ch: usize, c: usize) {
-    // SAFETY: ch < N so ch + 1 indexes col_ptr; nonzero j < nnz; idx[j] < K rows of xt, and
-    // the tile guarantees K rows of ldx floats at xt, N rows of ldy floats at yt.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sparse_channel<S: Simd, const CB: usize>(
+    m: &SparseMatrix,
+    t: &Tile,
+    ch: usize,
+    c: usize,
+    start: usize,
+    end: usize,
+    first: bool,
+    last: bool,
+) {
+    // SAFETY: nonzero j < nnz; idx[j] < K rows of `w` floats at xt; ch < N rows at yt; c + CB *
+    // LANES <= w (caller).
     unsafe {
-        let start = *m.col_ptr.get_unchecked(ch) as usize;
-        let end = *m.col_ptr.get_unchecked(ch + 1) as usize;
         let vals = m.vals.as_ptr();
         let idx = m.idx.as_ptr();
         let xt = t.xt.add(c);
-        let mut a0 = [S::splat(*m.bias.get_unchecked(ch)); CB];
+        let out = t.yt.add(ch * t.w + c);
+        let mut a0 = [S::zero(); CB];
+        if first {
+            a0 = [S::splat(*m.bias.get_unchecked(ch)); CB];
+        } else {
+            for (v, a) in a0.iter_mut().enumerate() {
+                *a = S::load(out.add(v * LANES));
+            }
+        }
         let mut a1 = [S::zero(); CB];
         let mut j = start;
         while j + 2 <= end {
             let w0 = S::splat(*vals.add(j));
-            let r0 = xt.add(*idx.add(j) as usize * t.ldx);
+            let r0 = xt.add(*idx.add(j) as usize * t.w);
             let w1 = S::splat(*vals.add(j + 1));
-            let r1 = xt.add(*idx.add(j + 1) as usize * t.ldx);
+            let r1 = xt.add(*idx.add(j + 1) as usize * t.w);
             for v in 0..CB {
                 a0[v] = S::fmadd(w0, S::load(r0.add(v * LANES)), a0[v]);
             }
@@ -235,13 +275,12 @@ unsafe fn sparse_channel<S: Simd, const CB: usize>(m: &SparseMatrix, t: &Tile, c
         }
         if j < end {
             let w0 = S::splat(*vals.add(j));
-            let r0 = xt.add(*idx.add(j) as usize * t.ldx);
+            let r0 = xt.add(*idx.add(j) as usize * t.w);
             for v in 0..CB {
                 a0[v] = S::fmadd(w0, S::load(r0.add(v * LANES)), a0[v]);
             }
         }
-        let out = t.yt.add(ch * t.ldy + c);
-        if m.epi.clamps() {
+        if last && m.epi.clamps() {
             let (lo, hi) = (S::splat(m.epi.min), S::splat(m.epi.max));
             for v in 0..CB {
                 S::store(out.add(v * LANES), S::min(S::max(S::add(a0[v], a1[v]), lo), hi));

@@ -66,7 +66,7 @@ proptest! {
 
     #[test]
     fn row_major_matches_reference(
-        k in 1usize..70, n in 1usize..70, m in 1usize..140,
+        k in prop_oneof![1usize..70, 120usize..400], n in 1usize..70, m in 1usize..140,
         sparsity in prop_oneof![Just(0.0), Just(0.5), Just(0.9), Just(1.0), 0.0f64..1.0],
         epi in 0u8..4, seed in any::<u64>(),
     ) {
