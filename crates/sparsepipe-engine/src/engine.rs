@@ -91,11 +91,8 @@ impl Engine {
         check_batch_option(&inputs, options.batch_size)?;
         let mut typed = typed.into_decluttered().map_err(load_err(&path))?;
         let index_bounds = checks::index_bounds(&typed).map_err(load_err(&path))?;
-        let cfg = weight_matmul::Config {
-            sparsity_threshold: options.sparsity_threshold,
-            dense: options.dense_backend,
-            isa,
-        };
+        let cfg =
+            weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
         let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
         typed.optimize().map_err(load_err(&path))?;
         let run_options = RunOptions { executor: Some(Executor::MultiThread(pool.clone())), ..Default::default() };
@@ -156,12 +153,11 @@ impl Engine {
                 .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
                 .collect::<TractResult<_>>()
                 .map_err(|e| Error::Engine(chain(&e)))?;
-            let outs = self.pool.install(|| self.plan.run(tensors)).map_err(|e| {
-                Error::Engine(format!("running the model failed: {}", chain(&e)))
-            })?;
-            outs.into_iter()
-                .map(|t| Ok(Array { shape: t.shape().to_vec(), data: Data::from_tensor(&t)? }))
-                .collect()
+            let outs = self
+                .pool
+                .install(|| self.plan.run(tensors))
+                .map_err(|e| Error::Engine(format!("running the model failed: {}", chain(&e))))?;
+            outs.into_iter().map(|t| Ok(Array { shape: t.shape().to_vec(), data: Data::from_tensor(&t)? })).collect()
         })
     }
 
@@ -186,7 +182,8 @@ impl Engine {
                     )));
                 }
             }
-            let shape_str = |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            let shape_str =
+                |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
             let expected = format!("({})", info.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
             if arr.shape.len() != info.shape.len() {
                 return Err(Error::Input(format!(
@@ -291,8 +288,7 @@ fn resolve_model_path(path: &Path) -> Result<PathBuf> {
 
 /// Parses the ONNX file, reports unsupported operators, and types the model.
 fn load_typed(path: &Path) -> Result<TypedModel> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::ModelLoad(format!("could not read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::ModelLoad(format!("could not read {}: {e}", path.display())))?;
     if bytes.is_empty() {
         return Err(Error::ModelLoad(format!("{} is empty; it is not an ONNX model", path.display())));
     }
@@ -319,16 +315,13 @@ fn load_typed(path: &Path) -> Result<TypedModel> {
     }
     let model = onnx
         .model_for_proto_model_with_model_template(&proto, Default::default())
-        .map_err(|e| {
-            Error::ModelLoad(format!("could not load the ONNX graph in {}: {}", path.display(), chain(&e)))
-        })?;
+        .map_err(|e| Error::ModelLoad(format!("could not load the ONNX graph in {}: {}", path.display(), chain(&e))))?;
     let unsupported: Vec<String> = model
         .nodes()
         .iter()
         .filter_map(|n| {
             let op = n.op.name();
-            op.strip_prefix("Unimplemented(")
-                .map(|t| format!("{} (node '{}')", t.trim_end_matches(')'), n.name))
+            op.strip_prefix("Unimplemented(").map(|t| format!("{} (node '{}')", t.trim_end_matches(')'), n.name))
         })
         .collect();
     if !unsupported.is_empty() {

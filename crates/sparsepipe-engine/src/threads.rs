@@ -14,9 +14,7 @@ pub const NUM_THREADS_ENV: &str = "SPARSEPIPE_NUM_THREADS";
 pub fn resolve_num_threads(requested: Option<usize>) -> Result<usize> {
     if let Some(n) = requested {
         if n == 0 {
-            return Err(Error::Config(
-                "num_threads must be at least 1 (or None to use every core)".into(),
-            ));
+            return Err(Error::Config("num_threads must be at least 1 (or None to use every core)".into()));
         }
         return Ok(n);
     }

@@ -92,11 +92,9 @@ fn shared_models_match_tract_alone() {
             EngineOptions { num_threads: Some(2), dense_backend: DenseBackend::Sparsepipe, ..Default::default() },
         )
         .unwrap();
-        let tract = Engine::load(
-            &path,
-            EngineOptions { num_threads: Some(1), sparsity_threshold: 2.0, ..Default::default() },
-        )
-        .unwrap();
+        let tract =
+            Engine::load(&path, EngineOptions { num_threads: Some(1), sparsity_threshold: 2.0, ..Default::default() })
+                .unwrap();
         let report = all_ours.sparsity_report();
         assert_eq!(report.len(), expected, "{name}: weight matmuls found: {report:#?}");
         assert!(report.iter().all(|l| l.isa != "tract"), "{name}");

@@ -97,8 +97,8 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
     // Row-major: one batch of M columns. Channels-first: `outer` batches of `inner` columns.
     let (batches, cols) = if row_major { (1, outer) } else { (outer, inner) };
     let (specs, xlen, ylen) = tile_specs(batches, cols, k, n);
-    let parallel = rayon::current_num_threads() > 1
-        && kern.macs_per_col().saturating_mul(outer * inner) >= PAR_MIN_MACS;
+    let parallel =
+        rayon::current_num_threads() > 1 && kern.macs_per_col().saturating_mul(outer * inner) >= PAR_MIN_MACS;
     with_scratch(xlen + ylen, |buf| {
         let (xp, yp) = buf.split_at_mut(xlen);
         pack(isa, x, row_major, k, cols, &specs, xp, parallel);
@@ -131,7 +131,16 @@ fn jobs<K: TileKernel>(kern: &K, specs: &[TileSpec], xp: &[f32], yp: &mut [f32],
 
 /// Copies `x` into the packed tiles (`[K][w]` each), transposing when row-major.
 #[allow(clippy::too_many_arguments)]
-fn pack(isa: Isa, x: &[f32], row_major: bool, k: usize, cols: usize, specs: &[TileSpec], xp: &mut [f32], parallel: bool) {
+fn pack(
+    isa: Isa,
+    x: &[f32],
+    row_major: bool,
+    k: usize,
+    cols: usize,
+    specs: &[TileSpec],
+    xp: &mut [f32],
+    parallel: bool,
+) {
     let mut pieces = Vec::with_capacity(specs.len());
     let mut rest = xp;
     for s in specs {
@@ -159,7 +168,16 @@ fn pack(isa: Isa, x: &[f32], row_major: bool, k: usize, cols: usize, specs: &[Ti
 
 /// Copies the packed output tiles (`[N][w]` each) into `y`, transposing when row-major.
 #[allow(clippy::too_many_arguments)]
-fn unpack(isa: Isa, yp: &[f32], row_major: bool, n: usize, cols: usize, specs: &[TileSpec], y: &mut [f32], parallel: bool) {
+fn unpack(
+    isa: Isa,
+    yp: &[f32],
+    row_major: bool,
+    n: usize,
+    cols: usize,
+    specs: &[TileSpec],
+    y: &mut [f32],
+    parallel: bool,
+) {
     if row_major {
         // y is [M, N]; tile rows (channels) become columns of y's rows c0..c0+cnt.
         let mut pieces = Vec::with_capacity(specs.len());

@@ -5,6 +5,9 @@
 //! picked at run time) over tiles in parallel on the current rayon pool, and lays the result back.
 //! This crate knows nothing about graphs.
 
+// Register-blocked kernels index several accumulator arrays with one loop variable.
+#![allow(clippy::needless_range_loop)]
+
 mod dense;
 mod exec;
 mod isa;
@@ -150,16 +153,10 @@ impl PackedLinear {
         let want_x = outer.checked_mul(k).and_then(|v| v.checked_mul(inner));
         let want_y = outer.checked_mul(n).and_then(|v| v.checked_mul(inner));
         if want_x != Some(x.len()) {
-            return Err(KernelError::Shape(format!(
-                "input has {} values, expected {outer}x{k}x{inner}",
-                x.len()
-            )));
+            return Err(KernelError::Shape(format!("input has {} values, expected {outer}x{k}x{inner}", x.len())));
         }
         if want_y != Some(y.len()) {
-            return Err(KernelError::Shape(format!(
-                "output has {} values, expected {outer}x{n}x{inner}",
-                y.len()
-            )));
+            return Err(KernelError::Shape(format!("output has {} values, expected {outer}x{n}x{inner}", y.len())));
         }
         match self {
             PackedLinear::Sparse(m) => m.run(isa, x, outer, inner, y),
@@ -170,7 +167,15 @@ impl PackedLinear {
 }
 
 /// Reference `y = epi(x·W)` for a row-major `[K, N]` weight, straight loops; used by tests.
-pub fn reference_linear(w: &[f32], k: usize, n: usize, epi: &Epilogue, x: &[f32], outer: usize, inner: usize) -> Vec<f32> {
+pub fn reference_linear(
+    w: &[f32],
+    k: usize,
+    n: usize,
+    epi: &Epilogue,
+    x: &[f32],
+    outer: usize,
+    inner: usize,
+) -> Vec<f32> {
     let mut y = vec![0f32; outer * n * inner];
     for o in 0..outer {
         for i in 0..inner {

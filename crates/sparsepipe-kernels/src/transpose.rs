@@ -7,7 +7,15 @@ use crate::isa::Isa;
 ///
 /// # Panics
 /// If either slice is too short for the extents given.
-pub(crate) fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, ld_src: usize, dst: &mut [f32], ld_dst: usize) {
+pub(crate) fn transpose(
+    isa: Isa,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    ld_src: usize,
+    dst: &mut [f32],
+    ld_dst: usize,
+) {
     if rows == 0 || cols == 0 {
         return;
     }

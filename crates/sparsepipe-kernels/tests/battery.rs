@@ -153,7 +153,7 @@ fn wrong_lengths_are_errors_not_panics() {
 
 #[test]
 fn nan_propagates_without_clamp() {
-    let w = vec![1.0f32; 4];
+    let w = [1.0f32; 4];
     let p = PackedLinear::sparse(2, 2, |r, c| w[r * 2 + c], Epilogue::default());
     for isa in Isa::available() {
         let mut y = vec![0.0; 2 * 20];

@@ -149,13 +149,10 @@ fn analyze(model: &TypedModel, node: &TypedNode, es: &EinSum) -> TractResult<Opt
     let n = n_axis.map_or(1, |pw| ws[pw]);
     // In memory the result is [data axes before K, N, data axes after K]: the output must list
     // them in that order, size-1 axes (and N when it is 1) aside.
-    let kept = |a: &&OutAxis| !matches!(a, OutAxis::One) && !(matches!(a, OutAxis::N) && n == 1);
+    let kept = |a: &&OutAxis| !(matches!(a, OutAxis::One) || (matches!(a, OutAxis::N) && n == 1));
     let got: Vec<OutAxis> = out_axes.iter().filter(kept).cloned().collect();
-    let mut want: Vec<OutAxis> = out_axes
-        .iter()
-        .filter(|a| matches!(a, OutAxis::Input(p) if *p < k_start))
-        .cloned()
-        .collect();
+    let mut want: Vec<OutAxis> =
+        out_axes.iter().filter(|a| matches!(a, OutAxis::Input(p) if *p < k_start)).cloned().collect();
     want.sort_by_key(|a| if let OutAxis::Input(p) = a { *p } else { 0 });
     let n_at = want.len();
     let mut after: Vec<OutAxis> =
