@@ -49,6 +49,7 @@ def _choice(option: str, value: Any, allowed: tuple[str, ...]) -> str:
         raise ConfigError(f"{option} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     return value
 
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
