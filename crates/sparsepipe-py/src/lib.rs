@@ -9,6 +9,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use sparsepipe_engine::{Array, ArrayRef, Data, DataRef, DenseBackend, Dim, Engine, EngineOptions, Error, Isa};
 
+/// Inference allocates and frees the same large activation buffers on every call; mimalloc keeps
+/// them mapped instead of returning them to the OS and faulting them back in.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Converts an engine error into the matching `sparsepipe.errors` exception.
 fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
     let (class, msg) = match e {
