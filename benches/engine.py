@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import datetime as dt
@@ -169,24 +170,24 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-class Runner:
+class Runner(abc.ABC):
     """One engine on one model and thread count; `run_once` returns milliseconds."""
 
     name = "?"
 
+    @abc.abstractmethod
     def set_inputs(self, feeds: dict[str, np.ndarray], order: Sequence[str]) -> None:
         """Fix the inputs of the following runs."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def run_once(self) -> float:
         """Run one inference on the fixed inputs and return its wall time in ms."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def outputs(self) -> list[np.ndarray]:
         """Run once and return the outputs in graph order."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most engines need no release
         """Release the engine."""
 
 
