@@ -1,9 +1,10 @@
 """sparsepipe: fast CPU inference for ONNX models, much faster when their weights are pruned."""
 
-from . import errors
+from . import errors, models
 from ._engine import __version__, available_isas, default_num_threads
 from .engine import Engine
 from .errors import ConfigError, EngineError, InputError, ModelLoadError, SparsepipeError
+from .pipeline import Pipeline, PipelineConfig, StageTimings
 
 __all__ = [
     "ConfigError",
@@ -11,9 +12,13 @@ __all__ = [
     "EngineError",
     "InputError",
     "ModelLoadError",
+    "Pipeline",
+    "PipelineConfig",
     "SparsepipeError",
+    "StageTimings",
     "__version__",
     "available_isas",
     "default_num_threads",
     "errors",
+    "models",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 from . import _engine
 from .errors import ConfigError, InputError
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "OnnxRuntimeEngine", "create_engine"]
 
 
 def _positive_int(option: str, value: Any) -> Optional[int]:
@@ -214,3 +214,151 @@ class Engine:
             f"batch_size={self.batch_size}, num_threads={self.num_threads}, "
             f"sparse_layers={sparse}/{len(report)}, isa={self.isa!r})"
         )
+
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+class OnnxRuntimeEngine:
+    """The same interface as `Engine`, run by onnxruntime (``pip install sparsepipe[onnxruntime]``)."""
+
+    def __init__(
+        self,
+        model_path: PathLike,
+        *,
+        batch_size: Optional[int] = None,
+        num_threads: Optional[int] = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ConfigError(
+                "engine_type='onnxruntime' needs onnxruntime: pip install 'sparsepipe[onnxruntime]'"
+            ) from e
+        from .errors import ModelLoadError
+
+        self._batch_size = _positive_int("batch_size", batch_size)
+        threads = _positive_int("num_threads", num_threads)
+        options = ort.SessionOptions()
+        if threads is None:
+            threads = _engine.default_num_threads()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._num_threads = threads
+        self._path = os.fspath(model_path)
+        try:
+            self._session = ort.InferenceSession(
+                self._path, options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
+            raise ModelLoadError(f"onnxruntime cannot load {self._path}: {e}") from e
+        self._inputs = self._session.get_inputs()
+        self._outputs = self._session.get_outputs()
+        self._dtypes = [np.dtype(_ORT_DTYPES.get(i.type, "float32")) for i in self._inputs]
+
+    def __call__(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
+        """Runs the model; ``inputs`` is a list in input order or a dict by input name."""
+        return self.run(inputs)
+
+    def run(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
+        """Same as calling the engine."""
+        names = self.input_names
+        if isinstance(inputs, Mapping):
+            unknown = [k for k in inputs if k not in names]
+            missing = [n for n in names if n not in inputs]
+            if unknown or missing:
+                raise InputError(
+                    f"inputs must be named {', '.join(map(repr, names))}; "
+                    f"unknown: {unknown}, missing: {missing}"
+                )
+            ordered = [inputs[n] for n in names]
+        else:
+            ordered = list(inputs)
+        if len(ordered) != len(names):
+            raise InputError(f"the model takes {len(names)} inputs, got {len(ordered)}")
+        feed = {}
+        for name, want, x in zip(names, self._dtypes, ordered):
+            arr = np.asarray(x)
+            if arr.dtype != want:
+                if not np.can_cast(arr.dtype, want, casting="same_kind"):
+                    raise InputError(f"input {name!r} must be {want}, got {arr.dtype}")
+                arr = arr.astype(want)
+            if self._batch_size is not None and arr.ndim and arr.shape[0] != self._batch_size:
+                raise InputError(
+                    f"input {name!r} has batch {arr.shape[0]}, the engine takes {self._batch_size}"
+                )
+            feed[name] = arr
+        try:
+            return list(self._session.run(None, feed))
+        except Exception as e:
+            raise InputError(f"onnxruntime rejected the inputs: {e}") from e
+
+    @property
+    def input_names(self) -> list[str]:
+        """Input names, in the order ``__call__`` takes a list."""
+        return [i.name for i in self._inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names, in the order outputs are returned."""
+        return [o.name for o in self._outputs]
+
+    @property
+    def input_shapes(self) -> list[list[Union[int, str]]]:
+        """Declared input shapes; symbolic dimensions are strings."""
+        return [[d if isinstance(d, int) else str(d) for d in i.shape] for i in self._inputs]
+
+    @property
+    def output_shapes(self) -> list[list[Union[int, str]]]:
+        """Declared output shapes; symbolic dimensions are strings."""
+        return [[d if isinstance(d, int) else str(d) for d in o.shape] for o in self._outputs]
+
+    @property
+    def input_dtypes(self) -> list[Optional[str]]:
+        """Input element types as numpy names."""
+        return [d.name for d in self._dtypes]
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        """The fixed batch size, or ``None`` when any batch is accepted."""
+        return self._batch_size
+
+    @property
+    def num_threads(self) -> int:
+        """Threads onnxruntime runs on."""
+        return self._num_threads
+
+    @property
+    def model_path(self) -> str:
+        """Path of the ONNX file loaded."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeEngine({self._path!r}, inputs={self.input_names})"
+
+
+ENGINE_TYPES = ("sparsepipe", "onnxruntime")
+
+
+def create_engine(
+    engine_type: str,
+    model_path: PathLike,
+    *,
+    batch_size: Optional[int] = None,
+    num_threads: Optional[int] = None,
+) -> Union[Engine, OnnxRuntimeEngine]:
+    """An engine of ``engine_type`` (``"sparsepipe"`` or ``"onnxruntime"``) for ``model_path``."""
+    kind = _choice("engine_type", engine_type, ENGINE_TYPES)
+    if kind == "onnxruntime":
+        return OnnxRuntimeEngine(model_path, batch_size=batch_size, num_threads=num_threads)
+    return Engine(model_path, batch_size=batch_size, num_threads=num_threads)

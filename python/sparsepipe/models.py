@@ -1,0 +1,189 @@
+"""Model resolution: turns a ``model_path`` (file, directory, ``zoo:`` or ``hf:`` name) into files.
+
+Nothing here downloads anything or writes to the user's files: ``zoo:`` models ship inside the
+package and ``hf:`` models are read from the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .errors import ModelLoadError
+
+__all__ = ["ModelInfo", "ResolvedModel", "get", "hf_cache_dir", "list", "resolve"]
+
+ZOO_DIR = Path(__file__).resolve().parent / "zoo"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """An embedded model: its ``zoo:`` name, task, one-line description, license and directory."""
+
+    name: str
+    task: str
+    description: str
+    license: str
+    path: Path
+
+    @property
+    def uri(self) -> str:
+        """The ``zoo:<name>`` string that resolves to this model."""
+        return f"zoo:{self.name}"
+
+
+_ZOO = (
+    (
+        "sentiment-minilm-sparse80",
+        "text-classification",
+        "MiniLM-L6 movie-review sentiment (negative/positive), 80% unstructured sparse",
+        "Apache-2.0",
+    ),
+    (
+        "pii-ner-minilm",
+        "token-classification",
+        "Rampart PII tagger (MiniLM-L6, 17 personal-data entity types, BIO)",
+        "CC-BY-4.0",
+    ),
+)
+
+
+def _zoo_models() -> list[ModelInfo]:
+    return [ModelInfo(n, t, d, lic, ZOO_DIR / n) for n, t, d, lic in _ZOO]
+
+
+def list() -> list[ModelInfo]:
+    """The embedded models, in a fixed order."""
+    return _zoo_models()
+
+
+def get(name: str) -> ModelInfo:
+    """The embedded model called ``name`` (with or without ``zoo:``); ModelLoadError if unknown."""
+    bare = name[4:] if name.startswith("zoo:") else name
+    for info in _zoo_models():
+        if info.name == bare:
+            if not (info.path / "model.onnx").is_file():
+                raise ModelLoadError(
+                    f"the embedded model {bare!r} is missing from this installation "
+                    f"({info.path}); reinstall sparsepipe"
+                )
+            return info
+    names = ", ".join(f"zoo:{i.name}" for i in _zoo_models())
+    raise ModelLoadError(f"unknown embedded model {name!r}; available: {names}")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's files are: the ONNX file and the directory holding its config/tokenizer."""
+
+    source: str
+    onnx_path: Path
+    directory: Path
+
+    def file(self, name: str) -> Optional[Path]:
+        """Path of the deployment file ``name`` (e.g. ``tokenizer.json``), or None if absent."""
+        for d in (self.directory, self.onnx_path.parent):
+            p = d / name
+            if p.is_file():
+                return p
+        return None
+
+    def json(self, name: str) -> dict[str, Any]:
+        """The JSON object in deployment file ``name``; {} when absent, ModelLoadError if invalid."""
+        p = self.file(name)
+        if p is None:
+            return {}
+        try:
+            with open(p, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot read {p}: {e}") from e
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{p} must hold a JSON object, found {type(data).__name__}")
+        return data
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else the default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def _usage() -> str:
+    zoo = ", ".join(f"zoo:{i.name}" for i in _zoo_models())
+    return (
+        "model_path must be an .onnx file, a directory with model.onnx (plus config.json and "
+        f"tokenizer files), an embedded model ({zoo}) or hf:<org>/<name> from the local "
+        "Hugging Face cache"
+    )
+
+
+def _onnx_in(directory: Path, source: str) -> Path:
+    for candidate in (directory / "model.onnx", directory / "onnx" / "model.onnx"):
+        if candidate.is_file():
+            return candidate
+    found = sorted(directory.glob("*.onnx"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ModelLoadError(
+            f"{source}: the directory holds several .onnx files "
+            f"({', '.join(p.name for p in found)}) and no model.onnx; pass the file itself"
+        )
+    raise ModelLoadError(f"{source}: no model.onnx in the directory {directory}. {_usage()}")
+
+
+def _resolve_hf(spec: str) -> ResolvedModel:
+    name, _, revision = spec.partition("@")
+    parts = name.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ModelLoadError(f"hf:{spec}: expected hf:<org>/<name> or hf:<org>/<name>@<revision>")
+    revision = revision or "main"
+    cache = hf_cache_dir()
+    repo = cache / ("models--" + "--".join(parts))
+    how = (
+        f"download it on a machine with network access (huggingface-cli download {name}) and copy "
+        f"the cache, set HF_HUB_CACHE/HF_HOME to where it is, or pass the local directory instead"
+    )
+    if not repo.is_dir():
+        raise ModelLoadError(f"hf:{spec} is not in the local Hugging Face cache ({cache}); {how}")
+    ref = repo / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    snapshot = repo / "snapshots" / commit
+    if not snapshot.is_dir():
+        raise ModelLoadError(
+            f"hf:{spec}: revision {revision!r} is not in the local cache ({repo}); {how}"
+        )
+    return ResolvedModel(f"hf:{spec}", _onnx_in(snapshot, f"hf:{spec}"), snapshot)
+
+
+def resolve(model_path: PathLike) -> ResolvedModel:
+    """Finds the ONNX file and deployment directory ``model_path`` names; ModelLoadError if none."""
+    if isinstance(model_path, ResolvedModel):
+        return model_path
+    if not isinstance(model_path, (str, os.PathLike)):
+        raise ModelLoadError(f"{_usage()}; got {type(model_path).__name__}")
+    raw = os.fspath(model_path)
+    if isinstance(model_path, str) and raw.startswith("zoo:"):
+        info = get(raw)
+        return ResolvedModel(info.uri, info.path / "model.onnx", info.path)
+    if isinstance(model_path, str) and raw.startswith("hf:"):
+        return _resolve_hf(raw[3:])
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        return ResolvedModel(raw, _onnx_in(path, raw), path)
+    if path.is_file():
+        if path.suffix.lower() != ".onnx":
+            raise ModelLoadError(f"{raw} is not an .onnx file. {_usage()}")
+        return ResolvedModel(raw, path, path.parent)
+    raise ModelLoadError(f"{raw} does not exist. {_usage()}")

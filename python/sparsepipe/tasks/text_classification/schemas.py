@@ -1,0 +1,53 @@
+"""Input, output and option schemas of the text-classification task."""
+
+from __future__ import annotations
+
+from typing import List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+__all__ = ["TextClassificationInput", "TextClassificationOptions", "TextClassificationOutput"]
+
+
+class TextClassificationInput(BaseModel):
+    """One text, a list of texts, or texts paired as ``[text, text_pair]`` lists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sequences: Union[StrictStr, List[Union[StrictStr, List[StrictStr]]]] = Field(
+        description="a string, a list of strings, or a list of [text, text_pair] pairs"
+    )
+
+    @field_validator("sequences")
+    @classmethod
+    def _pairs_have_two(cls, v):
+        if isinstance(v, list):
+            for i, item in enumerate(v):
+                if isinstance(item, list) and len(item) != 2:
+                    raise ValueError(
+                        f"item {i} is a list of {len(item)} strings; a text pair is "
+                        "[text, text_pair] (exactly 2)"
+                    )
+        return v
+
+
+class TextClassificationOptions(BaseModel):
+    """Options of text-classification (given at create time or per call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: Optional[int] = Field(
+        default=1, ge=1, description="labels per sequence; None returns every label"
+    )
+    function_to_apply: Optional[Literal["default", "softmax", "sigmoid", "none"]] = Field(
+        default=None,
+        description="score function; None/'default' = sigmoid for one label or multi-label "
+        "models, softmax otherwise (as Hugging Face)",
+    )
+
+
+class TextClassificationOutput(BaseModel):
+    """Per sequence: a label and score, or lists sorted by score when ``top_k != 1``."""
+
+    labels: List[Union[str, List[str]]]
+    scores: List[Union[float, List[float]]]

@@ -1,0 +1,64 @@
+"""Input, output and option schemas of the token-classification task."""
+
+from __future__ import annotations
+
+from typing import Any, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+__all__ = [
+    "TokenClassificationInput",
+    "TokenClassificationOptions",
+    "TokenClassificationOutput",
+    "TokenClassificationResult",
+]
+
+
+class TokenClassificationInput(BaseModel):
+    """One text or a list of texts to tag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: Union[StrictStr, List[StrictStr]] = Field(description="a string or a list of strings")
+
+
+class TokenClassificationOptions(BaseModel):
+    """Options of token-classification (given at create time or per call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aggregation_strategy: Literal["none", "simple", "first", "average", "max"] = Field(
+        default="none",
+        description="how tokens are grouped into entities, exactly as Hugging Face's pipeline",
+    )
+    ignore_labels: List[StrictStr] = Field(
+        default_factory=lambda: ["O"], description="labels (or groups) left out of the output"
+    )
+    stride: Optional[int] = Field(
+        default=None,
+        ge=0,
+        description="tokens shared by consecutive windows of a text longer than the sequence "
+        "length; None = a quarter of the sequence length (at most 128)",
+    )
+
+    @field_validator("aggregation_strategy", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class TokenClassificationResult(BaseModel):
+    """One entity: label (or group), score, word and character span; token index when ungrouped."""
+
+    entity: str
+    score: float
+    word: str
+    start: Optional[int]
+    end: Optional[int]
+    index: Optional[int] = None
+
+
+class TokenClassificationOutput(BaseModel):
+    """Per input text, its entities in text order."""
+
+    predictions: List[List[TokenClassificationResult]]
