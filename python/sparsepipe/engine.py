@@ -230,7 +230,7 @@ _ORT_DTYPES = {
 
 
 class OnnxRuntimeEngine:
-    """The same interface as `Engine`, run by onnxruntime (``pip install sparsepipe[onnxruntime]``)."""
+    """`Engine`'s interface run by onnxruntime (``pip install sparsepipe[onnxruntime]``)."""
 
     def __init__(
         self,

@@ -94,7 +94,7 @@ class ResolvedModel:
         return None
 
     def json(self, name: str) -> dict[str, Any]:
-        """The JSON object in deployment file ``name``; {} when absent, ModelLoadError if invalid."""
+        """The JSON object in file ``name``; {} when absent, ModelLoadError if invalid."""
         p = self.file(name)
         if p is None:
             return {}

@@ -245,7 +245,7 @@ class Pipeline(ABC):
         sequence_length: Optional[Union[int, Sequence[int]]] = None,
         **task_kwargs: Any,
     ) -> Pipeline:
-        """The pipeline registered for ``task`` (name or alias), on ``model_path`` or the default."""
+        """The pipeline registered for ``task`` (name or alias) on ``model_path`` or the default."""
         reg = _lookup(task)
         kwargs = dict(task_kwargs)
         if sequence_length is not None:
@@ -292,7 +292,8 @@ class Pipeline(ABC):
                 raise ConfigError(f"invalid pipeline config:\n{e}") from e
         if not isinstance(config, PipelineConfig):
             raise ConfigError(
-                f"from_config takes a PipelineConfig, a dict or a file path, got {type(config).__name__}"
+                "from_config takes a PipelineConfig, a dict or a file path, "
+                f"got {type(config).__name__}"
             )
         return Pipeline.create(
             config.task,
@@ -415,7 +416,8 @@ class Pipeline(ABC):
             if isinstance(args[0], schema):
                 return args[0]
             raise InputError(
-                f"expected a {schema.__name__} (pipeline.input_schema), got {type(args[0]).__name__}"
+                f"expected a {schema.__name__} (pipeline.input_schema), "
+                f"got {type(args[0]).__name__}"
             )
         fields = list(schema.model_fields)
         if len(args) > len(fields):

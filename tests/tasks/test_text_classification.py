@@ -159,7 +159,7 @@ def test_bad_input_is_a_validation_error_and_pipeline_survives(pipe, kwargs):
 
 
 def test_unknown_argument_names_the_valid_ones(pipe):
-    with pytest.raises(InputError, match="sequences.*top_k"):
+    with pytest.raises(InputError, match=r"sequences.*top_k"):
         pipe(sequence="typo")
     with pytest.raises(InputError, match="at most 1 positional"):
         pipe("a", "b")
@@ -183,7 +183,8 @@ def test_bad_create_options(model_dir, kwargs, match):
 
 
 def test_embedded_default_accuracy_matches_model_card(shared_dir):
-    rows = [json.loads(line) for line in open(shared_dir / "samples" / "sentiment_sample.jsonl")]
+    with open(shared_dir / "samples" / "sentiment_sample.jsonl") as f:
+        rows = [json.loads(line) for line in f]
     texts = [r["text"] for r in rows]
     gold = [r["label"] for r in rows]
     ours = Pipeline.create("sentiment-analysis", batch_size=16)

@@ -207,7 +207,7 @@ class TextPipeline(Pipeline):
         return min(max(8, math.ceil(longest / 8) * 8), max(self.max_length, longest))
 
     def engine_forward(self, engine_inputs: Sequence[Any]) -> list[list[np.ndarray]]:
-        """Runs tokenized rows in ``batch_size`` chunks; returns each row's outputs, in row order."""
+        """Runs tokenized rows in ``batch_size`` chunks; each row's outputs, in row order."""
         rows = list(engine_inputs)
         n = len(rows)
         if n == 0:

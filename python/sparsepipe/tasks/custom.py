@@ -32,7 +32,7 @@ class CustomTaskPipeline(Pipeline):
 
     ``process_inputs_fn(inputs)`` returns the engine arrays or ``(arrays, context_dict)``; it gets
     the ``input_schema`` instance when a schema is given, else the raw value passed to the call.
-    Without ``output_schema``, a returned dict becomes a `CustomTaskOutput`; other values pass as is.
+    Without ``output_schema``, a returned dict becomes a `CustomTaskOutput`; others pass as is.
     """
 
     def __init__(

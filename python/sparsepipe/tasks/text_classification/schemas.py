@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
@@ -14,7 +14,7 @@ class TextClassificationInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sequences: Union[StrictStr, List[Union[StrictStr, List[StrictStr]]]] = Field(
+    sequences: Union[StrictStr, list[Union[StrictStr, list[StrictStr]]]] = Field(
         description="a string, a list of strings, or a list of [text, text_pair] pairs"
     )
 
@@ -49,5 +49,5 @@ class TextClassificationOptions(BaseModel):
 class TextClassificationOutput(BaseModel):
     """Per sequence: a label and score, or lists sorted by score when ``top_k != 1``."""
 
-    labels: List[Union[str, List[str]]]
-    scores: List[Union[float, List[float]]]
+    labels: list[Union[str, list[str]]]
+    scores: list[Union[float, list[float]]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
@@ -19,7 +19,7 @@ class TokenClassificationInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: Union[StrictStr, List[StrictStr]] = Field(description="a string or a list of strings")
+    inputs: Union[StrictStr, list[StrictStr]] = Field(description="a string or a list of strings")
 
 
 class TokenClassificationOptions(BaseModel):
@@ -31,7 +31,7 @@ class TokenClassificationOptions(BaseModel):
         default="none",
         description="how tokens are grouped into entities, exactly as Hugging Face's pipeline",
     )
-    ignore_labels: List[StrictStr] = Field(
+    ignore_labels: list[StrictStr] = Field(
         default_factory=lambda: ["O"], description="labels (or groups) left out of the output"
     )
     stride: Optional[int] = Field(
@@ -61,4 +61,4 @@ class TokenClassificationResult(BaseModel):
 class TokenClassificationOutput(BaseModel):
     """Per input text, its entities in text order."""
 
-    predictions: List[List[TokenClassificationResult]]
+    predictions: list[list[TokenClassificationResult]]
