@@ -6,7 +6,6 @@ import json
 
 import pytest
 from pydantic import ValidationError
-
 from sparsepipe import ConfigError, Pipeline
 
 TOL = 1e-4
@@ -80,7 +79,7 @@ def test_batched_pairs(model_dir, reference, engine_type, batch_size):
 
 
 def test_no_default_model():
-    with pytest.raises(ConfigError, match="no embedded default.*model_path"):
+    with pytest.raises(ConfigError, match=r"no embedded default.*model_path"):
         Pipeline.create("question-answering")
 
 
@@ -107,8 +106,8 @@ def test_bad_input(pipe, kwargs):
 
 
 def test_bad_lengths(pipe, model_dir):
-    with pytest.raises(ConfigError, match="doc_stride"):
+    with pytest.raises(ConfigError, match=r"doc_stride"):
         pipe("q?", "c", doc_stride=300, max_seq_len=128)
-    with pytest.raises(ConfigError, match="max_seq_len"):
+    with pytest.raises(ConfigError, match=r"max_seq_len"):
         Pipeline.create("qa", model_dir, max_seq_len=4096)
     assert pipe("who is mark?", "mark is batman").answer == "batman"

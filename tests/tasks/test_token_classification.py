@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from pydantic import ValidationError
-
 from sparsepipe import ConfigError, Pipeline
 
 TOL = 1e-4
