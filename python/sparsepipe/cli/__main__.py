@@ -1,0 +1,7 @@
+"""``python -m sparsepipe.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
