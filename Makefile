@@ -34,7 +34,7 @@ test-deps: $(PY)
 	$(PIP) install -q "numpy>=1.21" "pytest>=7" "onnx>=1.14" "onnxruntime>=1.15" tokenizers pillow ruff
 
 .PHONY: demo
-demo: install test-deps ## Install, then run the demo: a pruned BERT-like model vs onnxruntime
+demo: install test-deps ## Install, then run the embedded default pipelines (sentiment, PII NER)
 	$(PY) examples/demo.py
 
 .PHONY: test-rust
