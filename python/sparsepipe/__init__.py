@@ -2,6 +2,7 @@
 
 from . import errors, models
 from ._engine import __version__, available_isas, default_num_threads
+from .annotate import annotate
 from .engine import Engine
 from .errors import ConfigError, EngineError, InputError, ModelLoadError, SparsepipeError
 from .pipeline import Pipeline, PipelineConfig, StageTimings
@@ -17,6 +18,7 @@ __all__ = [
     "SparsepipeError",
     "StageTimings",
     "__version__",
+    "annotate",
     "available_isas",
     "default_num_threads",
     "errors",

@@ -1,0 +1,113 @@
+"""The image-classification pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError, ModelLoadError
+from ...pipeline import Pipeline
+from .._images import load_images
+from .._vision import class_names_from
+from .processing import ImagePreprocessing
+from .schemas import (
+    ImageClassificationInput,
+    ImageClassificationOptions,
+    ImageClassificationOutput,
+)
+
+__all__ = ["ImageClassificationPipeline"]
+
+
+@Pipeline.register("image-classification")
+class ImageClassificationPipeline(Pipeline):
+    """Top-k labels per image; preprocessing from the model's ``preprocessor_config.json``.
+
+    Without that file: ImageNet convention (shortest edge 256, center crop to the model's input
+    size, ImageNet mean/std). Labels from config.json ``id2label`` or the ``class_names`` option.
+    """
+
+    input_schema = ImageClassificationInput
+    output_schema = ImageClassificationOutput
+    options_schema = ImageClassificationOptions
+
+    def __init__(self, *, class_names: Any = None, **kwargs: Any) -> None:
+        self._class_names_option = class_names
+        super().__init__(**kwargs)
+        self.class_names = class_names_from(self.model.json("config.json"), class_names)
+        names = self.engine.input_names
+        shape = self.engine.input_shapes[0]
+        if len(names) != 1 or len(shape) != 4 or shape[1] not in (3, "3"):
+            raise ModelLoadError(
+                f"{self.onnx_file_path}: an image-classification model takes one NCHW RGB input "
+                f"[batch, 3, H, W]; this one takes {names} with shape {shape}"
+            )
+        fixed = (shape[2], shape[3]) if all(isinstance(d, int) for d in shape[2:]) else None
+        config = self.model.json("preprocessor_config.json")
+        self.preprocessing = ImagePreprocessing.from_config(config or None, fixed)
+        out = self.preprocessing.output_size()
+        if fixed is not None and out is not None and tuple(out) != tuple(fixed):
+            raise ConfigError(
+                f"preprocessor_config.json makes {out[0]}x{out[1]} images but the model takes "
+                f"{fixed[0]}x{fixed[1]}; fix crop_size/size in the config"
+            )
+        self._dtype = np.dtype(self.engine.input_dtypes[0] or "float32")
+
+    def _config_kwargs(self) -> dict[str, Any]:
+        out = super()._config_kwargs()
+        names = self._class_names_option
+        if names is not None:
+            out["class_names"] = names if isinstance(names, (list, dict)) else str(names)
+        return out
+
+    def process_inputs(self, inputs: ImageClassificationInput) -> Any:
+        """Preprocessed ``[N, 3, H, W]`` pixels."""
+        images = load_images(inputs.images)
+        if not images:
+            return [], {"count": 0}
+        pixels = self.preprocessing.preprocess_batch(images).astype(self._dtype, copy=False)
+        return [pixels], {"count": len(images)}
+
+    def engine_forward(self, engine_inputs: Any) -> list[np.ndarray]:
+        """The base batching, skipped for an empty batch."""
+        if not engine_inputs:
+            return []
+        return super().engine_forward(engine_inputs)
+
+    def _scores(self, logits: np.ndarray) -> np.ndarray:
+        fn = self.options.function_to_apply
+        if fn in (None, "default"):
+            is_prob = (
+                np.all(logits >= 0) and np.all(logits <= 1) and abs(float(logits.sum()) - 1) < 1e-3
+            )
+            fn = "none" if is_prob else "softmax"
+        if fn == "softmax":
+            e = np.exp(logits - logits.max())
+            return e / e.sum()
+        if fn == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-logits))
+        return logits
+
+    def process_engine_outputs(
+        self, engine_outputs: list[np.ndarray], *, count: int = 0, **kwargs: Any
+    ) -> ImageClassificationOutput:
+        """Scores per image, sorted, cut to ``top_k``."""
+        if count == 0:
+            return ImageClassificationOutput(labels=[], scores=[])
+        top_k = self.options.top_k
+        logits = np.asarray(engine_outputs[0], dtype=np.float32).reshape(count, -1)
+        labels: list[Any] = []
+        scores: list[Any] = []
+        for row in logits:
+            probs = self._scores(row)
+            order = np.argsort(-probs, kind="stable")[:top_k]
+            names = [self.class_names.get(int(i), f"LABEL_{int(i)}") for i in order]
+            values = [float(probs[i]) for i in order]
+            if top_k == 1:
+                labels.append(names[0])
+                scores.append(values[0])
+            else:
+                labels.append(names)
+                scores.append(values)
+        return ImageClassificationOutput(labels=labels, scores=scores)

@@ -1,0 +1,41 @@
+"""Input, output and option schemas of the image-classification task."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ImageClassificationInput",
+    "ImageClassificationOptions",
+    "ImageClassificationOutput",
+]
+
+
+class ImageClassificationInput(BaseModel):
+    """Images: paths, encoded bytes, PIL images, HWC uint8 RGB arrays, or a list of them."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    images: Any = Field(description="an image or a list of images")
+
+
+class ImageClassificationOptions(BaseModel):
+    """Options of image-classification (given at create time or per call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(default=1, ge=1, description="labels per image")
+    function_to_apply: Optional[Literal["default", "softmax", "sigmoid", "none"]] = Field(
+        default=None,
+        description="score function; None/'default' = softmax, or none when the model already "
+        "outputs probabilities (non-negative rows summing to 1)",
+    )
+
+
+class ImageClassificationOutput(BaseModel):
+    """Per image: a label and score, or lists sorted by score when ``top_k > 1``."""
+
+    labels: list[Union[str, list[str]]]
+    scores: list[Union[float, list[float]]]

@@ -1,0 +1,134 @@
+"""The object-detection pipeline for YOLOv5- and YOLOv8-layout ONNX models."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ...errors import ConfigError, ModelLoadError
+from ...pipeline import Pipeline
+from .._images import load_images
+from .._vision import class_names_from
+from .processing import detect_layout, letterbox, postprocess_detections, to_model_input
+from .schemas import ObjectDetectionInput, ObjectDetectionOptions, ObjectDetectionOutput
+
+__all__ = ["ObjectDetectionPipeline"]
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+        and all(v >= 32 for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"image_size must be an int or (height, width) of ints >= 32, got {value!r}")
+
+
+@Pipeline.register("object-detection", task_aliases=("yolo",))
+class ObjectDetectionPipeline(Pipeline):
+    """Boxes, scores and labels per image from a YOLO model (layout read from its output shape).
+
+    Images are letterboxed to the model's input size (aspect ratio kept, padding 114, centred);
+    ``image_size`` gives that size when the model's is dynamic (default 640).
+    """
+
+    input_schema = ObjectDetectionInput
+    output_schema = ObjectDetectionOutput
+    options_schema = ObjectDetectionOptions
+
+    def __init__(
+        self,
+        *,
+        class_names: Any = None,
+        image_size: Optional[Union[int, tuple[int, int]]] = None,
+        **kwargs: Any,
+    ) -> None:
+        self._class_names_option = class_names
+        self._image_size_option = image_size
+        super().__init__(**kwargs)
+        self.class_names = class_names_from(self.model.json("config.json"), class_names)
+        names = self.engine.input_names
+        if len(names) != 1:
+            raise ModelLoadError(
+                f"{self.onnx_file_path}: an object-detection model takes one image input; "
+                f"this one takes {names}"
+            )
+        shape = self.engine.input_shapes[0]
+        if len(shape) != 4 or shape[1] not in (3, "3"):
+            raise ModelLoadError(
+                f"{self.onnx_file_path}: expected an NCHW RGB image input [batch, 3, H, W], "
+                f"got {shape}"
+            )
+        fixed = [d for d in shape[2:] if isinstance(d, int)]
+        if len(fixed) == 2:
+            self.image_size = (int(shape[2]), int(shape[3]))
+            if image_size is not None and _size(image_size) != self.image_size:
+                raise ConfigError(
+                    f"the model's input size is fixed at {self.image_size}; "
+                    "leave image_size unset or give that size"
+                )
+        else:
+            self.image_size = _size(640 if image_size is None else image_size)
+        self._dtype = np.dtype(self.engine.input_dtypes[0] or "float32")
+        out_shape = self.engine.output_shapes[0]
+        num_classes = len(self.class_names) or None
+        try:
+            self.layout = detect_layout(out_shape, num_classes)
+        except ConfigError:
+            self.layout = detect_layout(out_shape, None)
+
+    def _config_kwargs(self) -> dict[str, Any]:
+        out = super()._config_kwargs()
+        if self._class_names_option is not None:
+            names = self._class_names_option
+            out["class_names"] = names if isinstance(names, (list, dict)) else str(names)
+        if self._image_size_option is not None:
+            out["image_size"] = self._image_size_option
+        return out
+
+    def process_inputs(self, inputs: ObjectDetectionInput) -> Any:
+        """Letterboxed ``[N, 3, H, W]`` images; the context keeps how to map boxes back."""
+        images = load_images(inputs.images)
+        if not images:
+            return [np.zeros((0, 3, *self.image_size), self._dtype)], {"infos": []}
+        boxed = [letterbox(img, self.image_size) for img in images]
+        arrays = to_model_input([b[0] for b in boxed], self._dtype)
+        return [arrays], {"infos": [b[1] for b in boxed]}
+
+    def engine_forward(self, engine_inputs: Any) -> list[np.ndarray]:
+        """The base batching, skipped for an empty batch."""
+        if engine_inputs[0].shape[0] == 0:
+            return []
+        return super().engine_forward(engine_inputs)
+
+    def _label(self, cls: int) -> str:
+        return self.class_names.get(cls, str(cls))
+
+    def process_engine_outputs(
+        self, engine_outputs: list[np.ndarray], *, infos: list[Any], **kwargs: Any
+    ) -> ObjectDetectionOutput:
+        """NMS per image, boxes mapped back to original pixels."""
+        if not infos:
+            return ObjectDetectionOutput(boxes=[], scores=[], labels=[])
+        opts = self.options
+        dets = postprocess_detections(
+            np.asarray(engine_outputs[0]),
+            self.layout,
+            infos,
+            conf_threshold=opts.conf_threshold,
+            iou_threshold=opts.iou_threshold,
+            max_detections=opts.max_detections,
+            agnostic=opts.agnostic_nms,
+            multi_label=opts.multi_label,
+            classes=opts.classes,
+        )
+        return ObjectDetectionOutput(
+            boxes=[[[float(v) for v in row[:4]] for row in d] for d in dets],
+            scores=[[float(row[4]) for row in d] for d in dets],
+            labels=[[self._label(int(row[5])) for row in d] for d in dets],
+        )
