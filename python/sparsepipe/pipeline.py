@@ -143,6 +143,9 @@ class Pipeline(ABC):
     default_model_path: ClassVar[Optional[str]] = None
     #: a pydantic model of the per-call options (``top_k``...), or None for tasks without any
     options_schema: ClassVar[Optional[type[BaseModel]]] = None
+    #: plan the engine for exactly ``batch_size`` rows (concrete shapes let the engine pick its
+    #: specialised convolution kernels); the last chunk of a call is then padded
+    fixed_engine_batch: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -187,10 +190,14 @@ class Pipeline(ABC):
         self._timings: Optional[StageTimings] = None
         self._model: Optional[models.ResolvedModel] = None
         self.onnx_file_path = os.fspath(self.setup_onnx_file_path())
+        self._engine_batch = None
+        engine_batch = None
+        if type(self).fixed_engine_batch and self.batch_size is not None:
+            engine_batch = self.batch_size
         self.engine = create_engine(
-            engine_type, self.onnx_file_path, batch_size=None, num_threads=self.num_threads
+            engine_type, self.onnx_file_path, batch_size=engine_batch, num_threads=self.num_threads
         )
-        self._engine_batch = self._fixed_batch()
+        self._engine_batch = engine_batch or self._fixed_batch()
         if self._engine_batch is not None:
             if self.batch_size is None:
                 self.batch_size = self._engine_batch

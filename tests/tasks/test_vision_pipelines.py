@@ -161,7 +161,7 @@ def test_yolov8_layout(shared_dir, images):
     assert pipe.layout == "yolov8" and pipe.image_size == (320, 320) and pipe.batch_size == 1
     out = pipe([images / "coffee.png", images / "rocket.jpg"])
     assert [len(b) for b in out.boxes] == [5, 5]
-    with pytest.raises(ConfigError, match="fixed batch size of 1"):
+    with pytest.raises(ConfigError, match="fixed batch"):
         Pipeline.create("yolo", shared_dir / "models" / "yolov8n-random", batch_size=4)
     with pytest.raises(ConfigError, match="fixed"):
         Pipeline.create("yolo", shared_dir / "models" / "yolov8n-random", image_size=640)
@@ -235,3 +235,17 @@ def test_images_from_every_kind_of_input(detector, images):
     kinds = [path, str(path), buf.getvalue(), img, np.asarray(img.convert("RGB"))]
     outs = [detector(k) for k in kinds]
     assert all(o == outs[0] for o in outs)
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0-imagenet", "yolov3-tiny-coco"])
+def test_fixed_batch_engine_matches_dynamic(shared_dir, model):
+    from sparsepipe import Engine
+
+    path = shared_dir / "models" / model / "model.onnx"
+    dynamic = Engine(path)
+    size = dynamic.input_shapes[0][2:]
+    x = np.random.default_rng(0).random((2, 3, *size), dtype=np.float32)
+    fixed = Engine(path, batch_size=2)
+    np.testing.assert_allclose(fixed([x])[0], dynamic([x])[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputError, match="batch_size=2"):
+        fixed([x[:1]])

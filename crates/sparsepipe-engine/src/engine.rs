@@ -89,6 +89,10 @@ impl Engine {
         let inputs = io_infos(&typed, typed.input_outlets().map_err(load_err(&path))?, true)?;
         let outputs = io_infos(&typed, typed.output_outlets().map_err(load_err(&path))?, false)?;
         check_batch_option(&inputs, options.batch_size)?;
+        let typed = match options.batch_size {
+            Some(b) => fix_batch(&typed, b).map_err(load_err(&path))?,
+            None => typed,
+        };
         let mut typed = typed.into_decluttered().map_err(load_err(&path))?;
         let index_bounds = checks::index_bounds(&typed).map_err(load_err(&path))?;
         let cfg =
@@ -364,6 +368,21 @@ fn io_infos(model: &TypedModel, outlets: &[OutletId], inputs: bool) -> Result<Ve
             Ok(TensorInfo { name, dtype: DType::from_datum(fact.datum_type), shape })
         })
         .collect()
+}
+
+/// The model with the symbolic batch dimension of its inputs set to `batch`: concrete shapes let
+/// tract pick its specialised convolution kernels (depthwise, direct, blocked).
+fn fix_batch(model: &TypedModel, batch: usize) -> TractResult<TypedModel> {
+    let mut subs = std::collections::HashMap::new();
+    for outlet in model.input_outlets()? {
+        if let Some(TDim::Sym(sym)) = model.outlet_fact(*outlet)?.shape.dims().first() {
+            subs.insert(sym.clone(), TDim::Val(batch as i64));
+        }
+    }
+    if subs.is_empty() {
+        return Ok(model.clone());
+    }
+    model.set_symbols(&subs)
 }
 
 fn check_batch_option(inputs: &[TensorInfo], batch: Option<usize>) -> Result<()> {

@@ -30,6 +30,7 @@ class ImageClassificationPipeline(Pipeline):
 
     input_schema = ImageClassificationInput
     output_schema = ImageClassificationOutput
+    fixed_engine_batch = True
     options_schema = ImageClassificationOptions
 
     def __init__(self, *, class_names: Any = None, **kwargs: Any) -> None:

@@ -40,6 +40,7 @@ class ObjectDetectionPipeline(Pipeline):
     input_schema = ObjectDetectionInput
     output_schema = ObjectDetectionOutput
     options_schema = ObjectDetectionOptions
+    fixed_engine_batch = True
 
     def __init__(
         self,
