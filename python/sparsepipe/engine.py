@@ -62,7 +62,8 @@ class Engine:
 
     Args:
         model_path: an ``.onnx`` file, or a directory containing ``model.onnx``.
-        batch_size: ``None`` accepts any batch size; an int requires exactly that batch.
+        batch_size: ``None`` accepts any batch size; an int requires exactly that batch and plans
+            for it (concrete shapes select faster convolution kernels).
         num_threads: threads to use; ``None`` uses all cores (or ``$SPARSEPIPE_NUM_THREADS``).
         sparsity_threshold: weights with at least this fraction of zeros use the sparse kernels;
             a value above 1 disables them.
