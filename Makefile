@@ -52,13 +52,13 @@ test: test-rust install test-python ## Everything CI runs: cargo test, build + i
 lint: test-deps ## rustfmt, clippy and ruff
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	$(VENV)/bin/ruff check python tests benches examples
-	$(VENV)/bin/ruff format --check python tests benches examples
+	$(PY) -m ruff check python tests benches examples
+	$(PY) -m ruff format --check python tests benches examples
 
 .PHONY: format
 format: test-deps ## Format Rust and Python code
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests benches examples
+	$(PY) -m ruff format python tests benches examples
 
 .PHONY: bench-kernels
 bench-kernels: ## criterion benchmarks of the kernels (sparse vs dense vs tract)
