@@ -312,3 +312,119 @@ def test_onnxruntime_engine_type_agrees():
 def test_pipeline_config_schema():
     cfg = PipelineConfig(task="qa", model_path="m/", kwargs={"top_k": 2})
     assert cfg.batch_size == 1 and cfg.engine_type == "sparsepipe"
+
+
+def _scalar_model(path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["y"])],
+        "scaled",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("engine_type", ["sparsepipe", "onnxruntime"])
+def test_batching_passes_non_batch_inputs_to_every_chunk(tmp_path, engine_type):
+    path = _scalar_model(tmp_path / "scaled.onnx")
+    pipe = Pipeline.create(
+        "custom",
+        model_path=path,
+        batch_size=2,
+        engine_type=engine_type,
+        process_inputs_fn=lambda v: [np.asarray(v, np.float32), np.float32(2.0)],
+        process_outputs_fn=lambda out: {"y": out[0]},
+    )
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    np.testing.assert_allclose(pipe(x).y, x * 2)
+    with pytest.raises(InputError, match="no items"):
+        pipe(np.zeros((0, 3), np.float32))
+
+
+def test_per_call_options_do_not_leak_into_nested_pipelines(shared_dir):
+    sentiment = Pipeline.create("sentiment-analysis")
+
+    @Pipeline.register("ner-with-sentiment")
+    class NerWithSentiment(type(Pipeline.create("ner"))):
+        def process_engine_outputs(self, engine_outputs, **context):
+            out = super().process_engine_outputs(engine_outputs, **context)
+            self.inner = sentiment(context["texts"][0])  # runs while our per-call options are set
+            return out
+
+    pipe = Pipeline.create("ner-with-sentiment")
+    pipe("Maria lives in Austin", aggregation_strategy="simple")
+    assert isinstance(pipe.inner.labels[0], str)  # sentiment kept its own top_k=1
+
+
+def test_context_reaches_named_parameters(mlp):
+    path, x = mlp
+
+    @Pipeline.register("named-context")
+    class Named(Pipeline):
+        input_schema = ScaleInput
+        output_schema = ScaleOutput
+
+        def process_inputs(self, inputs):
+            return [np.asarray(inputs.values, np.float32)], {"n": 2, "unused": 1}
+
+        def process_engine_outputs(self, engine_outputs, n=None):
+            return ScaleOutput(scores=engine_outputs[0][:n].tolist())
+
+    assert len(Pipeline.create("named-context", model_path=path)(values=x.tolist()).scores) == 2
+
+
+def test_config_keeps_subclass_init_options(mlp):
+    path, _ = mlp
+    _register_scale("scale-config")
+    pipe = Pipeline.create("scale-config", model_path=path, multiplier=3.0)
+    cfg = pipe.to_config()
+    assert cfg.kwargs == {"multiplier": 3.0}
+    assert Pipeline.from_config(cfg).multiplier == 3.0
+
+    class Unregistered(type(pipe)):
+        pass
+
+    with pytest.raises(ConfigError, match="not registered"):
+        Unregistered(model_path=path).to_config()
+
+
+def test_registering_over_another_task_warns(mlp):
+    _register_scale("scale-a")
+    with pytest.warns(UserWarning, match="'scale-a-alias' now names task 'scale-b'"):
+
+        @Pipeline.register("scale-b", task_aliases=("scale-a alias",))
+        class B(Pipeline):
+            input_schema = ScaleInput
+            output_schema = ScaleOutput
+
+            def process_inputs(self, inputs):
+                return []
+
+            def process_engine_outputs(self, engine_outputs, **kwargs):
+                return {}
+
+    assert "scale-a-alias" in registered_tasks()["scale-b"]
+
+
+def test_unknown_option_lists_init_options():
+    with pytest.raises(ConfigError, match=r"sequence_length.*top_k"):
+        Pipeline.create("sentiment-analysis", sequence_lenght=64)
+
+
+def test_timings_are_per_thread():
+    pipe = Pipeline.create("sentiment-analysis")
+    pipe("short")
+    mine = pipe.timings
+    t = threading.Thread(target=lambda: pipe("a much longer text " * 20))
+    t.start()
+    t.join()
+    assert pipe.timings is mine

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,11 +113,9 @@ class PipelineConfig(BaseModel):
         return v
 
 
-_CALL_OPTIONS: contextvars.ContextVar[Optional[BaseModel]] = contextvars.ContextVar(
+_CALL_OPTIONS: contextvars.ContextVar[Optional[dict[int, BaseModel]]] = contextvars.ContextVar(
     "sparsepipe_call_options", default=None
 )
-
-_BASE_OPTIONS = ("model_path", "engine_type", "batch_size", "num_threads")
 
 
 def _positive_or_none(name: str, value: Any) -> Optional[int]:
@@ -165,9 +164,9 @@ class Pipeline(ABC):
             except ValidationError as e:
                 raise ConfigError(f"invalid option for task {task!r}:\n{e}") from e
         if kwargs:
-            valid = list(_BASE_OPTIONS)
+            valid = ["model_path", *_init_options(type(self))]
             if type(self).options_schema is not None:
-                valid += list(type(self).options_schema.model_fields)
+                valid += [f for f in type(self).options_schema.model_fields if f not in valid]
             raise ConfigError(
                 f"unknown option(s) for task {task!r}: {', '.join(sorted(kwargs))}; "
                 f"valid options: {', '.join(valid)}"
@@ -188,6 +187,7 @@ class Pipeline(ABC):
         self.batch_size = _positive_or_none("batch_size", batch_size)
         self.num_threads = _positive_or_none("num_threads", num_threads)
         self._timings: Optional[StageTimings] = None
+        self._local = threading.local()
         self._model: Optional[models.ResolvedModel] = None
         self.onnx_file_path = os.fspath(self.setup_onnx_file_path())
         self._engine_batch = None
@@ -206,7 +206,7 @@ class Pipeline(ABC):
                     f"the model has a fixed batch size of {self._engine_batch}; "
                     f"create the pipeline with batch_size={self._engine_batch}"
                 )
-        self._context_kwargs = _takes_var_keyword(self.process_engine_outputs)
+        self._context_kwargs = _context_parameters(self.process_engine_outputs)
 
     # ---- registry -------------------------------------------------------------------------
 
@@ -235,7 +235,19 @@ class Pipeline(ABC):
                 cls.default_model_path = default_model_path
             reg = _Registration(cls, name, aliases, default_model_path)
             with _REGISTRY_LOCK:
+                old = _REGISTRY.get(name)
+                if old is not None and old.task == name:
+                    for key in old.aliases:
+                        if _REGISTRY.get(key) is old:
+                            del _REGISTRY[key]
                 for key in (name, *aliases):
+                    taken = _REGISTRY.get(key)
+                    if taken is not None and taken.task != name:
+                        warnings.warn(
+                            f"Pipeline.register: {key!r} now names task {name!r} "
+                            f"({cls.__name__}) instead of {taken.task!r}",
+                            stacklevel=2,
+                        )
                     _REGISTRY[key] = reg
             return cls
 
@@ -259,13 +271,15 @@ class Pipeline(ABC):
             kwargs["sequence_length"] = sequence_length
         if model_path is None:
             model_path = reg.default_model_path
-        return reg.cls(
+        pipeline = reg.cls(
             model_path=model_path,
             engine_type=engine_type,
             batch_size=batch_size,
             num_threads=num_threads,
             **kwargs,
         )
+        pipeline._task_kwargs = {k: v for k, v in task_kwargs.items()}
+        return pipeline
 
     @staticmethod
     def from_config(
@@ -314,9 +328,19 @@ class Pipeline(ABC):
 
     def to_config(self) -> PipelineConfig:
         """The `PipelineConfig` that recreates this pipeline with `Pipeline.from_config`."""
-        if type(self).task is None:
-            raise ConfigError(f"{type(self).__name__} is not registered, so it has no config")
+        reg = _REGISTRY.get(type(self).task or "")
+        if reg is None or reg.cls is not type(self):
+            raise ConfigError(
+                f"{type(self).__name__} is not registered under its own task name, so a config "
+                "could not rebuild it; decorate it with @Pipeline.register(...)"
+            )
         kwargs = self._config_kwargs()
+        for key, value in getattr(self, "_task_kwargs", {}).items():
+            kwargs.setdefault(key, value)
+        try:
+            json.dumps(kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"the pipeline's options cannot be saved as a config: {e}") from e
         sequence_length = kwargs.pop("sequence_length", None)
         return PipelineConfig(
             task=type(self).task,
@@ -370,12 +394,15 @@ class Pipeline(ABC):
     def options(self) -> Optional[BaseModel]:
         """The task options in effect for the current call (create-time values + overrides)."""
         current = _CALL_OPTIONS.get()
-        return current if current is not None else getattr(self, "_options", None)
+        if current is not None and id(self) in current:
+            return current[id(self)]
+        return getattr(self, "_options", None)
 
     @property
     def timings(self) -> Optional[StageTimings]:
-        """Seconds per stage (pre, engine, post, total) of the most recent call."""
-        return self._timings
+        """Seconds per stage (pre, engine, post, total) of this thread's most recent call (or of
+        the most recent call from any thread when this one has made none)."""
+        return getattr(self._local, "timings", None) or self._timings
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Runs the pipeline on one input: keyword fields, positional values or a schema object."""
@@ -390,7 +417,8 @@ class Pipeline(ABC):
         token = None
         if overrides:
             merged = {**self._options.model_dump(), **overrides}
-            token = _CALL_OPTIONS.set(schema.model_validate(merged))
+            outer = _CALL_OPTIONS.get() or {}
+            token = _CALL_OPTIONS.set({**outer, id(self): schema.model_validate(merged)})
         try:
             processed = self.process_inputs(inputs)
             if (
@@ -404,16 +432,17 @@ class Pipeline(ABC):
             t1 = time.perf_counter()
             engine_outputs = self.engine_forward(engine_inputs)
             t2 = time.perf_counter()
-            if self._context_kwargs:
-                outputs = self.process_engine_outputs(engine_outputs, **context)
-            else:
-                outputs = self.process_engine_outputs(engine_outputs)
+            wanted = self._context_kwargs
+            if wanted is not True:
+                context = {k: v for k, v in context.items() if k in wanted}
+            outputs = self.process_engine_outputs(engine_outputs, **context)
             outputs = self._as_output(outputs)
             t3 = time.perf_counter()
         finally:
             if token is not None:
                 _CALL_OPTIONS.reset(token)
         self._timings = StageTimings(t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+        self._local.timings = self._timings
         return outputs
 
     def parse_inputs(self, *args: Any, **kwargs: Any) -> BaseModel:
@@ -467,21 +496,34 @@ class Pipeline(ABC):
         model's batch size is fixed; outputs are trimmed back to the real rows either way.
         """
         arrays = [np.asarray(a) for a in engine_inputs]
-        if not arrays:
-            return self.engine.run([])
-        n = arrays[0].shape[0] if arrays[0].ndim else 1
-        step = self.batch_size
-        if step is None or n == step or arrays[0].ndim == 0:
+        if not arrays or arrays[0].ndim == 0:
             return self.engine.run(arrays)
+        n = arrays[0].shape[0]
+        if n == 0:
+            raise InputError(
+                "the engine inputs hold no items (batch dimension 0); pass at least one item"
+            )
+        step = self.batch_size
+        if step is None or n == step:
+            return self.engine.run(arrays)
+        batched = [a.ndim > 0 and a.shape[0] == n for a in arrays]
         chunks: list[list[np.ndarray]] = []
         for start in range(0, n, step):
-            part = [a[start : start + step] for a in arrays]
-            rows = part[0].shape[0]
+            part = [a[start : start + step] if b else a for a, b in zip(arrays, batched)]
+            rows = min(step, n - start)
             if rows < step and self._engine_batch is not None:
-                part = [np.concatenate([p, np.repeat(p[-1:], step - rows, axis=0)]) for p in part]
+                part = [
+                    np.concatenate([p, np.repeat(p[-1:], step - rows, axis=0)]) if b else p
+                    for p, b in zip(part, batched)
+                ]
             out = self.engine.run(part)
-            chunks.append([o[:rows] for o in out])
-        return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+            chunks.append([o[:rows] if o.ndim and o.shape[0] == len(part[0]) else o for o in out])
+        joined = []
+        for i, first in enumerate(chunks[0]):
+            per_row = first.ndim and all(c[i].ndim and c[i].shape[0] <= step for c in chunks)
+            is_batch = per_row and sum(c[i].shape[0] for c in chunks) == n
+            joined.append(np.concatenate([c[i] for c in chunks]) if is_batch else first)
+        return joined
 
     def __repr__(self) -> str:
         return (
@@ -496,3 +538,29 @@ def _takes_var_keyword(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return True
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _context_parameters(fn: Callable[..., Any]) -> Union[bool, frozenset[str]]:
+    """True when ``fn`` takes ``**kwargs`` (all context), else the names it can take by keyword."""
+    if _takes_var_keyword(fn):
+        return True
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(p.name for p in params if p.kind in kinds)
+
+
+def _init_options(cls: type) -> list[str]:
+    """Keyword options the ``__init__`` methods of ``cls`` and its bases accept by name."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for p in params:
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names:
+                names.append(p.name)
+    return names

@@ -34,6 +34,8 @@ def test_annotate_refuses_to_overwrite_the_source(tmp_path, shared_dir):
     shutil.copy(shared_dir / "samples" / "images" / "coffee.png", tmp_path / "coffee.png")
     with pytest.raises(SystemExit, match="must differ"):
         main(["annotate", "--source", str(tmp_path), "--save-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="must differ"):  # a single file in the save dir too
+        main(["annotate", "--source", str(tmp_path / "coffee.png"), "--save-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="object-detection"):
         main(["annotate", "--task", "ner", "--source", str(tmp_path), "--save-dir", "x"])
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from sparsepipe import ConfigError, Pipeline
+from sparsepipe import ConfigError, InputError, Pipeline
 
 TOL = 1e-4
 
@@ -106,8 +106,14 @@ def test_bad_input(pipe, kwargs):
 
 
 def test_bad_lengths(pipe, model_dir):
-    with pytest.raises(ConfigError, match=r"doc_stride"):
+    with pytest.raises(InputError, match=r"doc_stride"):
         pipe("q?", "c", doc_stride=300, max_seq_len=128)
     with pytest.raises(ConfigError, match=r"max_seq_len"):
         Pipeline.create("qa", model_dir, max_seq_len=4096)
+    assert pipe("who is mark?", "mark is batman").answer == "batman"
+
+
+def test_invalid_unicode(pipe):
+    with pytest.raises(InputError, match="context item 0 is not valid Unicode"):
+        pipe(question="who?", context="a \udc80 b")
     assert pipe("who is mark?", "mark is batman").answer == "batman"

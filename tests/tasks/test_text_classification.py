@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from sparsepipe import ConfigError, InputError, Pipeline
+from sparsepipe import ConfigError, InputError, ModelLoadError, Pipeline
 
 TOL = 1e-4
 
@@ -197,3 +197,13 @@ def test_embedded_default_accuracy_matches_model_card(shared_dir):
     # MODEL_CARD / ../shared/README: 78.0% on these 200 (onnxruntime, truncation 128)
     assert accuracy == pytest.approx(0.78, abs=1e-9)
     assert ours.model_path == "zoo:sentiment-minilm-sparse80"
+
+
+def test_wrong_kind_of_model_and_bad_text(shared_dir, pipe):
+    with pytest.raises(ModelLoadError, match=r"\[batch, num_labels\]"):
+        Pipeline.create(
+            "text-classification", shared_dir / "reference" / "nlp" / "question-answering"
+        )
+    with pytest.raises(InputError, match="sequences item 0 is not valid Unicode"):
+        pipe([["ok", "bad \ud800"]])
+    assert pipe("x", function_to_apply="SOFTMAX").labels == pipe("x").labels

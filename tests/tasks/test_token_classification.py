@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from sparsepipe import ConfigError, Pipeline
+from sparsepipe import ConfigError, InputError, ModelLoadError, Pipeline
 
 TOL = 1e-4
 
@@ -82,7 +82,7 @@ def test_stride_too_large(model_dir):
     with pytest.raises(ConfigError, match="stride"):
         Pipeline.create("ner", model_path=model_dir, sequence_length=16, stride=14)
     pipe = Pipeline.create("ner", model_path=model_dir, sequence_length=16)
-    with pytest.raises(ConfigError, match="stride"):
+    with pytest.raises(InputError, match="stride"):
         pipe("text", stride=100)
     assert pipe("text").predictions is not None
 
@@ -122,3 +122,11 @@ def test_embedded_pii_default_matches_hugging_face(shared_dir):
         ]
         np.testing.assert_allclose([g.score for g in got], [e["score"] for e in exp], atol=TOL)
         assert [row["text"][g.start : g.end] for g in got] == [e["word"] for e in exp]
+
+
+def test_wrong_kind_of_model_and_bad_text(shared_dir, pipe):
+    with pytest.raises(ModelLoadError, match=r"\[batch, sequence, num_labels\]"):
+        Pipeline.create("ner", shared_dir / "reference" / "nlp" / "text-classification")
+    with pytest.raises(InputError, match="item 1 is not valid Unicode"):
+        pipe(["fine", "bad \ud800"])
+    assert pipe("Paris").predictions

@@ -249,3 +249,24 @@ def test_fixed_batch_engine_matches_dynamic(shared_dir, model):
     np.testing.assert_allclose(fixed([x])[0], dynamic([x])[0], rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="batch_size=2"):
         fixed([x[:1]])
+
+
+def test_class_names_must_match_the_model(shared_dir):
+    with pytest.raises(ConfigError, match="class_names has 1 names but the model outputs 80"):
+        Pipeline.create("yolo", shared_dir / "models" / "yolov3-tiny-coco", class_names=["a"])
+    with pytest.raises(ConfigError, match="class_names"):  # listed among the valid options
+        Pipeline.create("yolo", shared_dir / "models" / "yolov3-tiny-coco", class_name=["a"])
+
+
+def test_single_label_classifier_uses_sigmoid(classifier):
+    logits = np.array([2.0], dtype=np.float32)
+    classifier._options = classifier._options.model_copy(update={"function_to_apply": None})
+    import types
+
+    fake = types.SimpleNamespace(json=lambda name: {"problem_type": "multi_label_classification"})
+    real = classifier._model
+    classifier._model = fake
+    try:
+        assert classifier._scores(logits)[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    finally:
+        classifier._model = real

@@ -69,8 +69,11 @@ def _annotate(args: argparse.Namespace) -> int:
     source = Path(args.source)
     files = _image_files(source)
     save_dir = Path(args.save_dir)
-    if source.is_dir() and save_dir.resolve() == source.resolve():
-        raise SystemExit("sparsepipe annotate: --save-dir must differ from the --source folder")
+    if any((save_dir / p.name).resolve() == p.resolve() for p in files):
+        raise SystemExit(
+            "sparsepipe annotate: --save-dir must differ from the folder of the source images "
+            "(annotated copies would overwrite them)"
+        )
     options = {"conf_threshold": args.conf_threshold, "iou_threshold": args.iou_threshold}
     pipe = Pipeline.create(
         "object-detection", args.model_path, num_threads=args.num_threads, **options
@@ -82,7 +85,7 @@ def _annotate(args: argparse.Namespace) -> int:
             result = pipe(path)
             one = {"boxes": result.boxes[0], "scores": result.scores[0], "labels": result.labels[0]}
             annotate(path, one).save(save_dir / path.name)
-        except SparsepipeError as e:
+        except (SparsepipeError, OSError) as e:
             failed += 1
             print(f"sparsepipe annotate: skipped {path}: {e}", file=sys.stderr)
     print(

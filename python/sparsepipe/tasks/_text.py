@@ -41,6 +41,19 @@ def load_tokenizer(path: Any) -> Any:
     return tok
 
 
+def check_encodable(texts: Sequence[Any], field: str) -> None:
+    """InputError naming the first text (or pair member) that is not valid Unicode."""
+    for i, item in enumerate(texts):
+        for text in (item,) if isinstance(item, str) else tuple(item):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InputError(
+                    f"{field} item {i} is not valid Unicode text ({e.reason} at character "
+                    f"{e.start}); remove or replace the lone surrogate"
+                ) from e
+
+
 def _token_id(tok: Any, token: Any) -> Optional[int]:
     if isinstance(token, dict):
         token = token.get("content")

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError
-from ..pipeline import Pipeline, _takes_var_keyword
+from ..pipeline import Pipeline, _context_parameters
 
 __all__ = ["CustomTaskInput", "CustomTaskOutput", "CustomTaskPipeline"]
 
@@ -59,8 +59,8 @@ class CustomTaskPipeline(Pipeline):
         self._out_fn = process_outputs_fn
         self._in_schema = input_schema
         self._out_schema = output_schema
-        self._out_context = process_outputs_fn is not None and _takes_var_keyword(
-            process_outputs_fn
+        self._out_context = (
+            _context_parameters(process_outputs_fn) if process_outputs_fn is not None else True
         )
         super().__init__(**kwargs)
 
@@ -85,9 +85,10 @@ class CustomTaskPipeline(Pipeline):
         """``process_outputs_fn`` applied to the engine outputs (they pass through without one)."""
         if self._out_fn is None:
             return engine_outputs
-        if self._out_context:
-            return self._out_fn(engine_outputs, **kwargs)
-        return self._out_fn(engine_outputs)
+        wanted = self._out_context
+        if wanted is not True:
+            kwargs = {k: v for k, v in kwargs.items() if k in wanted}
+        return self._out_fn(engine_outputs, **kwargs)
 
     def _config_kwargs(self) -> dict[str, Any]:
         raise ConfigError(

@@ -78,6 +78,11 @@ class ImageClassificationPipeline(Pipeline):
 
     def _scores(self, logits: np.ndarray) -> np.ndarray:
         fn = self.options.function_to_apply
+        config = self.model.json("config.json")
+        if fn in (None, "default") and (
+            config.get("problem_type") == "multi_label_classification" or logits.shape[-1] == 1
+        ):
+            fn = "sigmoid"
         if fn in (None, "default"):
             is_prob = (
                 np.all(logits >= 0) and np.all(logits <= 1) and abs(float(logits.sum()) - 1) < 1e-3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "ImageClassificationInput",
@@ -32,6 +32,11 @@ class ImageClassificationOptions(BaseModel):
         description="score function; None/'default' = softmax, or none when the model already "
         "outputs probabilities (non-negative rows summing to 1)",
     )
+
+    @field_validator("function_to_apply", mode="before")
+    @classmethod
+    def _lower_function(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
 
 
 class ImageClassificationOutput(BaseModel):

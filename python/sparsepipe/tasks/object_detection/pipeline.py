@@ -80,8 +80,17 @@ class ObjectDetectionPipeline(Pipeline):
         num_classes = len(self.class_names) or None
         try:
             self.layout = detect_layout(out_shape, num_classes)
-        except ConfigError:
+        except ModelLoadError:
+            if num_classes is None:
+                raise
             self.layout = detect_layout(out_shape, None)
+            features = out_shape[2] if self.layout == "yolov5" else out_shape[1]
+            model_classes = features - (5 if self.layout == "yolov5" else 4)
+            where = "class_names" if class_names is not None else "config.json names/id2label"
+            raise ConfigError(
+                f"{where} has {num_classes} names but the model outputs {model_classes} classes "
+                f"({self.layout} layout {out_shape}); give one name per class"
+            ) from None
 
     def _config_kwargs(self) -> dict[str, Any]:
         out = super()._config_kwargs()

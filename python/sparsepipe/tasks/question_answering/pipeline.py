@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import ConfigError, InputError
 from ...pipeline import Pipeline
-from .._text import TextPipeline
+from .._text import TextPipeline, check_encodable
 from .processing import encode_qa, qa_answers
 from .schemas import (
     QuestionAnsweringAnswer,
@@ -81,7 +81,12 @@ class QuestionAnsweringPipeline(TextPipeline):
         single = isinstance(inputs.question, str)
         questions = [inputs.question] if single else list(inputs.question)
         contexts = [inputs.context] if single else list(inputs.context)
-        max_seq_len, doc_stride = self._lengths(self.options)
+        check_encodable(questions, "question")
+        check_encodable(contexts, "context")
+        try:
+            max_seq_len, doc_stride = self._lengths(self.options)
+        except ConfigError as e:
+            raise InputError(str(e)) from e
         try:
             windows = encode_qa(
                 self._qa_tokenizer,
@@ -91,7 +96,7 @@ class QuestionAnsweringPipeline(TextPipeline):
                 doc_stride=doc_stride,
                 cls_token=self._cls,
             )
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise InputError(str(e)) from e
         rows = [w.encoding for w in windows]
         return rows, {"single": single, "contexts": contexts, "windows": windows}

@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import ModelLoadError
 from ...pipeline import Pipeline
-from .._text import TextPipeline
+from .._text import TextPipeline, check_encodable
 from .schemas import TextClassificationInput, TextClassificationOptions, TextClassificationOutput
 
 __all__ = ["TextClassificationPipeline"]
@@ -37,11 +38,23 @@ class TextClassificationPipeline(TextPipeline):
     output_schema = TextClassificationOutput
     options_schema = TextClassificationOptions
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        shape = self.engine.output_shapes[0]
+        seq = self.engine.input_shapes[self.engine.input_names.index("input_ids")][1:2]
+        if len(shape) != 2 or (isinstance(shape[1], str) and [shape[1]] == seq):
+            raise ModelLoadError(
+                f"{self.onnx_file_path}: a text-classification model outputs logits "
+                f"[batch, num_labels]; its first output {self.engine.output_names[0]!r} has "
+                f"shape {shape}"
+            )
+
     def process_inputs(self, inputs: TextClassificationInput) -> Any:
         """Tokenized rows, one per sequence (pairs encoded as text pairs)."""
         seqs = inputs.sequences
         items = [seqs] if isinstance(seqs, str) else seqs
         texts = [s if isinstance(s, str) else (s[0], s[1]) for s in items]
+        check_encodable(texts, "sequences")
         return self.encode(texts), {}
 
     def _function(self, num_labels: int) -> str:

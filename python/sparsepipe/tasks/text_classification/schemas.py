@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
@@ -44,6 +44,11 @@ class TextClassificationOptions(BaseModel):
         description="score function; None/'default' = sigmoid for one label or multi-label "
         "models, softmax otherwise (as Hugging Face)",
     )
+
+    @field_validator("function_to_apply", mode="before")
+    @classmethod
+    def _lower_function(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
 
 
 class TextClassificationOutput(BaseModel):

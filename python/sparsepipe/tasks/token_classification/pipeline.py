@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError
+from ...errors import ConfigError, InputError, ModelLoadError
 from ...pipeline import Pipeline
-from .._text import TextPipeline
+from .._text import TextPipeline, check_encodable
 from .postprocess import postprocess_token_classification
 from .schemas import (
     TokenClassificationInput,
@@ -36,6 +36,13 @@ class TokenClassificationPipeline(TextPipeline):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        shape = self.engine.output_shapes[0]
+        if len(shape) != 3:
+            raise ModelLoadError(
+                f"{self.onnx_file_path}: a token-classification model outputs logits "
+                f"[batch, sequence, num_labels]; its first output {self.engine.output_names[0]!r} "
+                f"has shape {shape}"
+            )
         self._special = self.tokenizer.num_special_tokens_to_add(False)
         self._stride(self.options)
         id2label = self.config.get("id2label") or {}
@@ -54,11 +61,18 @@ class TokenClassificationPipeline(TextPipeline):
     def process_inputs(self, inputs: TokenClassificationInput) -> Any:
         """All windows of all texts as rows; the context maps rows back to their texts."""
         texts = [inputs.inputs] if isinstance(inputs.inputs, str) else list(inputs.inputs)
-        stride = self._stride(self.options)
+        check_encodable(texts, "inputs")
+        try:
+            stride = self._stride(self.options)
+        except ConfigError as e:
+            raise InputError(str(e)) from e
         windows: list[list[Any]] = []
         if texts:
             tok = self.truncating_tokenizer(self.truncation_length, stride)
-            windows = [[e, *e.overflowing] for e in tok.encode_batch(texts)]
+            try:
+                windows = [[e, *e.overflowing] for e in tok.encode_batch(texts)]
+            except Exception as e:
+                raise InputError(f"tokenization failed: {e}") from e
         rows = [w for ws in windows for w in ws]
         return rows, {"texts": texts, "windows": windows}
 
