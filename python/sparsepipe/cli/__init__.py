@@ -94,6 +94,36 @@ def _annotate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    try:
+        from ..server import load_server_config, serve
+    except ImportError as e:
+        raise ConfigError(
+            f"sparsepipe serve needs the server extra ({e.name} is missing): "
+            "pip install 'sparsepipe[server]'"
+        ) from e
+
+    if args.config:
+        if args.task or args.model_path:
+            raise ConfigError("give either --config or --task/--model-path, not both")
+        config = load_server_config(args.config).model_dump()
+    else:
+        if not args.task:
+            raise ConfigError("sparsepipe serve needs --task (or --config server.yaml)")
+        endpoint = {"task": args.task, "model": args.model_path, "batch_size": args.batch_size}
+        config = {"endpoints": [endpoint]}
+    if args.num_threads is not None:
+        config["num_threads"] = args.num_threads
+    if args.integration is not None:
+        config["integration"] = args.integration
+    if args.max_request_bytes is not None:
+        config["max_request_bytes"] = args.max_request_bytes
+    serve(config, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sparsepipe`` command."""
     parser = argparse.ArgumentParser(
@@ -119,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--iou-threshold", type=float, default=0.45)
     ann.add_argument("--num-threads", type=int, default=None)
     ann.set_defaults(func=_annotate)
+
+    srv = sub.add_parser("serve", help="serve pipelines over HTTP (KServe v2 routes, SageMaker)")
+    srv.add_argument("--task", help="task of a single endpoint")
+    srv.add_argument("--model-path", help="its model (default: the task's embedded one)")
+    srv.add_argument("--batch-size", type=int, default=1)
+    srv.add_argument("--config", help="server.yaml with several endpoints and settings")
+    srv.add_argument("--host", default=None, help="default 0.0.0.0")
+    srv.add_argument("--port", type=int, default=None, help="default 5543 (8080 for sagemaker)")
+    srv.add_argument("--num-threads", type=int, default=None)
+    srv.add_argument("--integration", choices=["local", "sagemaker"], default=None)
+    srv.add_argument("--max-request-bytes", type=int, default=None)
+    srv.set_defaults(func=_serve)
     return parser
 
 

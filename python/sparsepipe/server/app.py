@@ -1,0 +1,339 @@
+"""The HTTP server: KServe v2 routes with each task's own JSON bodies, SageMaker routes, metrics.
+
+Pipelines are built before the app is returned, so a bad model or option fails before serving.
+Each request runs its pipeline in a worker thread (the engine releases the GIL), so the event
+loop keeps accepting requests while models run.
+"""
+
+import base64
+import binascii
+import logging
+import os
+import time
+import uuid
+from typing import Any, Optional
+
+import anyio
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from .. import __version__
+from ..errors import ConfigError, InputError, SparsepipeError
+from ..pipeline import Pipeline
+from .config import EndpointConfig, ServerConfig, load_server_config
+from .metrics import ServerMetrics
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("sparsepipe.server")
+
+VISION_TASKS = ("image-classification", "object-detection")
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+
+
+class _Endpoint:
+    def __init__(self, config: EndpointConfig, pipeline: Pipeline) -> None:
+        self.config = config
+        self.name = config.name
+        self.pipeline = pipeline
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "sparsepipe",
+            "task": self.pipeline.task,
+            "model": str(self.pipeline.model_path),
+            "batch_size": self.pipeline.batch_size,
+            "inputs": self.pipeline.input_schema.model_json_schema(),
+            "outputs": self.pipeline.output_schema.model_json_schema(),
+        }
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _decode_images(value: Any) -> Any:
+    """Data URLs (``data:image/png;base64,...``) in JSON bodies become bytes for the pipeline."""
+    if isinstance(value, list):
+        return [_decode_images(v) for v in value]
+    if isinstance(value, str) and value.startswith("data:"):
+        try:
+            return base64.b64decode(value.split(",", 1)[1], validate=True)
+        except (IndexError, binascii.Error) as e:
+            raise InputError(f"an image data URL is not valid base64: {e}") from e
+    return value
+
+
+def _item_count(body: BaseModel) -> int:
+    for value in body.__dict__.values():
+        return len(value) if isinstance(value, list) else 1
+    return 1
+
+
+def _build_endpoints(config: ServerConfig) -> dict[str, _Endpoint]:
+    endpoints = {}
+    for ep in config.endpoints:
+        model = ep.model
+        if model is None and config.integration == "sagemaker":
+            model = os.environ.get("SPARSEPIPE_SAGEMAKER_MODEL_DIR", SAGEMAKER_MODEL_DIR)
+        try:
+            pipe = Pipeline.create(
+                ep.task,
+                model,
+                batch_size=ep.batch_size,
+                num_threads=config.num_threads,
+                **ep.kwargs,
+            )
+        except SparsepipeError as e:
+            raise type(e)(f"endpoint {ep.name!r}: {e}") from e
+        endpoints[ep.name] = _Endpoint(ep, pipe)
+    return endpoints
+
+
+class _LimitBody:
+    """ASGI middleware answering 413 when a request body exceeds ``limit`` bytes."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_big = _error(413, f"request body larger than max_request_bytes ({self.limit} bytes)")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await too_big(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(config: Any, *, endpoints: Optional[dict[str, _Endpoint]] = None) -> FastAPI:
+    """The FastAPI app serving ``config`` (a ServerConfig, dict or file); builds its pipelines."""
+    config = load_server_config(config)
+    endpoints = endpoints if endpoints is not None else _build_endpoints(config)
+    metrics = ServerMetrics()
+    app = FastAPI(
+        title="sparsepipe",
+        version=__version__,
+        description="Inference pipelines served with KServe v2 routes and the tasks' own schemas.",
+    )
+    app.state.endpoints = endpoints
+    app.state.metrics = metrics
+    app.state.config = config
+
+    async def run(ep: _Endpoint, body: BaseModel) -> Any:
+        received = time.perf_counter()
+        started = 0.0
+
+        def call() -> tuple[Any, Any]:
+            nonlocal started
+            started = time.perf_counter()
+            out = ep.pipeline(body)
+            return out, ep.pipeline.timings
+
+        status = 500
+        try:
+            out, timings = await anyio.to_thread.run_sync(call)
+            status = 200
+            metrics.batch_size.labels(ep.name).observe(_item_count(body))
+            for stage in ("pre", "engine", "post"):
+                metrics.latency.labels(ep.name, stage).observe(getattr(timings, stage))
+            metrics.latency.labels(ep.name, "queue").observe(max(0.0, started - received))
+            return out
+        except ValidationError as e:
+            status = 422
+            metrics.errors.labels(ep.name, "validation").inc()
+            return JSONResponse({"detail": e.errors(include_url=False)}, status_code=422)
+        except InputError as e:
+            status = 400
+            metrics.errors.labels(ep.name, "input").inc()
+            return _error(400, str(e))
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("endpoint %s failed (error id %s)", ep.name, error_id)
+            metrics.errors.labels(ep.name, "internal").inc()
+            return _error(500, "the pipeline failed; see the server log", error_id=error_id)
+        finally:
+            metrics.requests.labels(ep.name, str(status)).inc()
+            metrics.latency.labels(ep.name, "total").observe(time.perf_counter() - received)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        name = request.path_params.get("name") or _endpoint_from_path(request.url.path, endpoints)
+        if name in endpoints:
+            metrics.requests.labels(name, "422").inc()
+            metrics.errors.labels(name, "validation").inc()
+        errors = [
+            {k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/v2/health/live", tags=["health"])
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["health"])
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    @app.get("/v2", tags=["metadata"])
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "sparsepipe", "version": __version__, "extensions": ["metrics"]}
+
+    @app.get("/metrics", tags=["metrics"])
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    for ep in endpoints.values():
+        _add_endpoint_routes(app, ep, run)
+
+    @app.get("/v2/models/{name}", tags=["metadata"])
+    async def model_metadata(name: str) -> Any:
+        ep = endpoints.get(name)
+        return ep.metadata() if ep else _unknown(name, endpoints)
+
+    @app.get("/v2/models/{name}/ready", tags=["health"])
+    async def model_ready(name: str) -> Any:
+        return {"name": name, "ready": True} if name in endpoints else _unknown(name, endpoints)
+
+    @app.post("/v2/models/{name}/infer", include_in_schema=False)
+    async def unknown_infer(name: str) -> Any:
+        return _unknown(name, endpoints)
+
+    @app.post("/v2/models/{name}/infer/from_files", include_in_schema=False)
+    async def unknown_files(name: str) -> Any:
+        return _unknown(name, endpoints)
+
+    if config.integration == "sagemaker":
+        _add_sagemaker_routes(app, next(iter(endpoints.values())), run)
+
+    app.add_middleware(_LimitBody, limit=config.max_request_bytes)
+    return app
+
+
+def _endpoint_from_path(path: str, endpoints: dict[str, _Endpoint]) -> Optional[str]:
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
+        return parts[2]
+    for ep in endpoints.values():
+        if ep.config.route and path == ep.config.route:
+            return ep.name
+    return None
+
+
+def _unknown(name: str, endpoints: dict[str, _Endpoint]) -> JSONResponse:
+    return _error(404, f"unknown model {name!r}; served: {', '.join(sorted(endpoints))}")
+
+
+def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
+    input_model = ep.pipeline.input_schema
+    output_model = ep.pipeline.output_schema
+    is_vision = ep.pipeline.task in VISION_TASKS
+
+    async def infer(body: input_model) -> Any:  # type: ignore[valid-type]
+        if is_vision:
+            try:
+                body = input_model(images=_decode_images(body.images))
+            except InputError as e:
+                app.state.metrics.requests.labels(ep.name, "400").inc()
+                return _error(400, str(e))
+        return await run(ep, body)
+
+    summary = f"{ep.pipeline.task} on {ep.name}"
+    app.post(
+        f"/v2/models/{ep.name}/infer",
+        response_model=output_model,
+        tags=[ep.name],
+        summary=summary,
+        name=f"infer_{ep.name}",
+    )(infer)
+    if ep.config.route:
+        app.post(ep.config.route, response_model=output_model, tags=[ep.name], summary=summary)(
+            infer
+        )
+    if is_vision:
+
+        async def infer_files(files: list[UploadFile] = File(...)) -> Any:  # noqa: B008
+            images = [await f.read() for f in files]
+            return await run(ep, input_model(images=images))
+
+        app.post(
+            f"/v2/models/{ep.name}/infer/from_files",
+            response_model=output_model,
+            tags=[ep.name],
+            summary=f"{summary}, images uploaded as files",
+            name=f"infer_files_{ep.name}",
+        )(infer_files)
+
+
+def _add_sagemaker_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
+    input_model = ep.pipeline.input_schema
+    output_model = ep.pipeline.output_schema
+
+    @app.get("/ping", tags=["sagemaker"])
+    async def ping() -> Response:
+        return Response(status_code=200)
+
+    @app.post("/invocations", tags=["sagemaker"], response_model=output_model)
+    async def invocations(request: Request) -> Any:
+        content_type = request.headers.get("content-type", "application/json").split(";")[0]
+        data = await request.body()
+        if content_type.startswith("image/") or content_type == "application/x-image":
+            if ep.pipeline.task not in VISION_TASKS:
+                return _error(415, f"{ep.pipeline.task} takes application/json, not {content_type}")
+            body = input_model(images=[data])
+        elif content_type in ("application/json", ""):
+            import json
+
+            try:
+                payload = json.loads(data or b"null")
+                if ep.pipeline.task in VISION_TASKS and isinstance(payload, dict):
+                    payload = {**payload, "images": _decode_images(payload.get("images"))}
+                body = input_model.model_validate(payload)
+            except ValueError as e:
+                if isinstance(e, ValidationError):
+                    return JSONResponse({"detail": e.errors(include_url=False)}, status_code=422)
+                return _error(400, f"the request body is not valid JSON: {e}")
+        else:
+            return _error(
+                415, f"unsupported content type {content_type!r}; use application/json or image/*"
+            )
+        return await run(ep, body)
+
+
+def serve(config: Any, *, host: Optional[str] = None, port: Optional[int] = None) -> None:
+    """Builds the app for ``config`` and serves it with uvicorn until interrupted."""
+    import uvicorn
+
+    config = load_server_config(config)
+    if config.integration == "sagemaker":
+        port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", port or 8080))
+    app = create_app(config)
+    if not app.state.endpoints:
+        raise ConfigError("no endpoints to serve")
+    uvicorn.run(app, host=host or config.host, port=port if port is not None else config.port)

@@ -1,0 +1,110 @@
+"""Server configuration: endpoints (task, model, batch size, options) and server settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+from ..pipeline import normalize_task, registered_tasks
+
+__all__ = ["EndpointConfig", "ServerConfig", "load_server_config"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class EndpointConfig(BaseModel):
+    """One served pipeline: ``/v2/models/<name>/infer`` runs ``task`` on ``model``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    name: Optional[str] = Field(default=None, description="URL name; default: the task name")
+    model: Optional[str] = Field(default=None, description="model path; default: the task's")
+    batch_size: Optional[int] = Field(default=1, ge=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="task options")
+    route: Optional[str] = Field(default=None, description="extra POST route for this endpoint")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        task = normalize_task(v)
+        canonical = {a: t for t, aliases in registered_tasks().items() for a in (t, *aliases)}
+        if task not in canonical:
+            raise ValueError(f"unknown task {v!r}; registered: {', '.join(sorted(canonical))}")
+        return canonical[task]
+
+    @model_validator(mode="after")
+    def _default_name(self) -> EndpointConfig:
+        if self.name is None:
+            self.name = self.task
+        if not _NAME.match(self.name):
+            raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
+        if self.route is not None and not self.route.startswith("/"):
+            raise ValueError(f"route {self.route!r} must start with '/'")
+        return self
+
+
+class ServerConfig(BaseModel):
+    """Everything ``sparsepipe serve --config`` reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[EndpointConfig] = Field(min_length=1)
+    num_threads: Optional[int] = Field(default=None, ge=1)
+    host: str = "0.0.0.0"
+    port: int = Field(default=5543, ge=0, le=65535)
+    integration: Literal["local", "sagemaker"] = "local"
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServerConfig:
+        names = [e.name for e in self.endpoints]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"endpoint names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+def _where(loc: tuple[Union[str, int], ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_server_config(
+    source: Union[ServerConfig, Mapping[str, Any], str, os.PathLike[str]],
+) -> ServerConfig:
+    """A validated `ServerConfig` from an object, a dict or a YAML/JSON file; ConfigError names
+    the bad key otherwise."""
+    if isinstance(source, ServerConfig):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read server config {path}: {e}") from e
+        try:
+            if path.suffix.lower() == ".json":
+                source = json.loads(text)
+            else:
+                import yaml
+
+                source = yaml.safe_load(text)
+        except Exception as e:
+            raise ConfigError(f"server config {path} is not valid YAML/JSON: {e}") from e
+        if not isinstance(source, Mapping):
+            raise ConfigError(f"server config {path} must hold a mapping with an 'endpoints' list")
+    try:
+        return ServerConfig.model_validate(dict(source))
+    except ValidationError as e:
+        lines = [f"  {_where(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid server config:\n" + "\n".join(lines)) from e
