@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from .. import __version__
 from ..errors import ConfigError, InputError, SparsepipeError
 from ..pipeline import Pipeline
+from .batching import BATCH_FIELDS, DynamicBatcher
 from .config import EndpointConfig, ServerConfig, load_server_config
 from .metrics import ServerMetrics
 
@@ -38,6 +39,17 @@ class _Endpoint:
         self.config = config
         self.name = config.name
         self.pipeline = pipeline
+        self.batcher: Optional[DynamicBatcher] = None
+        if config.max_batch_size > 1 and pipeline.task in BATCH_FIELDS:
+            self.batcher = DynamicBatcher(
+                pipeline.task,
+                pipeline,
+                pipeline.input_schema,
+                pipeline.output_schema,
+                max_items=config.max_batch_size,
+                max_delay_s=config.max_queue_delay_ms / 1e3,
+                timings=lambda: pipeline.timings,
+            )
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -158,12 +170,23 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, _Endpoint]] = None)
 
         status = 500
         try:
-            out, timings = await anyio.to_thread.run_sync(call)
+            if ep.batcher is not None:
+                merged = await ep.batcher.submit(body)
+                out, timings, queue_s, items = (
+                    merged.output,
+                    merged.timings,
+                    merged.queue_s,
+                    merged.batch_items,
+                )
+            else:
+                out, timings = await anyio.to_thread.run_sync(call)
+                queue_s, items = started - received, _item_count(body)
             status = 200
-            metrics.batch_size.labels(ep.name).observe(_item_count(body))
-            for stage in ("pre", "engine", "post"):
-                metrics.latency.labels(ep.name, stage).observe(getattr(timings, stage))
-            metrics.latency.labels(ep.name, "queue").observe(max(0.0, started - received))
+            metrics.batch_size.labels(ep.name).observe(items)
+            if timings is not None:
+                for stage in ("pre", "engine", "post"):
+                    metrics.latency.labels(ep.name, stage).observe(getattr(timings, stage))
+            metrics.latency.labels(ep.name, "queue").observe(max(0.0, queue_s))
             return out
         except ValidationError as e:
             status = 422

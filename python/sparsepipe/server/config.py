@@ -30,6 +30,12 @@ class EndpointConfig(BaseModel):
     batch_size: Optional[int] = Field(default=1, ge=1)
     kwargs: dict[str, Any] = Field(default_factory=dict, description="task options")
     route: Optional[str] = Field(default=None, description="extra POST route for this endpoint")
+    max_batch_size: int = Field(
+        default=1, ge=1, description="dynamic batching: most items merged into one pipeline call"
+    )
+    max_queue_delay_ms: float = Field(
+        default=5.0, ge=0, le=10_000, description="dynamic batching: longest wait for more requests"
+    )
 
     @field_validator("task")
     @classmethod

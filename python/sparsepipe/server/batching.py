@@ -1,0 +1,140 @@
+"""Dynamic request batching: concurrent requests to one endpoint merged into one pipeline call."""
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import anyio
+from pydantic import BaseModel
+
+__all__ = ["BATCH_FIELDS", "DynamicBatcher", "Merged"]
+
+#: per task: (input fields merged as lists, output fields split per request)
+BATCH_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "text-classification": (("sequences",), ("labels", "scores")),
+    "token-classification": (("inputs",), ("predictions",)),
+    "question-answering": (("question", "context"), ("answer", "score", "start", "end", "answers")),
+    "image-classification": (("images",), ("labels", "scores")),
+    "object-detection": (("images",), ("boxes", "scores", "labels")),
+}
+
+
+@dataclass
+class Merged:
+    """What one request gets back from a merged call."""
+
+    output: Any
+    timings: Any
+    queue_s: float
+    batch_items: int
+
+
+def _as_list(value: Any) -> tuple[list[Any], bool]:
+    if isinstance(value, list):
+        return value, False
+    return [value], True
+
+
+class DynamicBatcher:
+    """Merges requests arriving within ``max_delay_s`` of the first, up to ``max_items`` items."""
+
+    def __init__(
+        self,
+        task: str,
+        pipeline: Callable[..., Any],
+        input_model: type[BaseModel],
+        output_model: type[BaseModel],
+        *,
+        max_items: int,
+        max_delay_s: float,
+        timings: Callable[[], Any],
+    ) -> None:
+        self.inputs, self.outputs = BATCH_FIELDS[task]
+        self.pipeline = pipeline
+        self.input_model = input_model
+        self.output_model = output_model
+        self.max_items = max_items
+        self.max_delay_s = max_delay_s
+        self.timings = timings
+        self._queue: Optional[asyncio.Queue] = None
+        self._worker: Optional[asyncio.Task] = None
+
+    def _count(self, body: BaseModel) -> int:
+        return len(_as_list(getattr(body, self.inputs[0]))[0])
+
+    async def submit(self, body: BaseModel) -> Merged:
+        """Queues ``body`` and waits for its share of a merged call (exceptions propagate)."""
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._loop())
+        future = asyncio.get_running_loop().create_future()
+        assert self._queue is not None
+        await self._queue.put((body, future, time.perf_counter()))
+        return await future
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            first = await queue.get()
+            group = [first]
+            items = self._count(first[0])
+            deadline = time.perf_counter() + self.max_delay_s
+            while items < self.max_items:
+                wait = deadline - time.perf_counter()
+                if wait <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(queue.get(), wait)
+                except asyncio.TimeoutError:
+                    break
+                group.append(nxt)
+                items += self._count(nxt[0])
+            await self._run(group, items)
+
+    async def _run(self, group: Sequence[Any], items: int) -> None:
+        started = time.perf_counter()
+        if len(group) == 1:
+            await self._run_one(group[0], items, started)
+            return
+        merged = {f: [] for f in self.inputs}
+        counts, singles = [], []
+        for body, _, _ in group:
+            single = False
+            for f in self.inputs:
+                values, single = _as_list(getattr(body, f))
+                merged[f].extend(values)
+            counts.append(len(_as_list(getattr(body, self.inputs[0]))[0]))
+            singles.append(single)
+        try:
+            out, timings = await anyio.to_thread.run_sync(self._call, self.input_model(**merged))
+        except Exception:
+            for entry in group:  # one bad request must not fail the others: run each alone
+                await self._run_one(entry, self._count(entry[0]), started)
+            return
+        offset = 0
+        for (_, future, received), n, single in zip(group, counts, singles):
+            part = {f: getattr(out, f)[offset : offset + n] for f in self.outputs}
+            if single and self.inputs == ("question", "context"):
+                part = {f: v[0] for f, v in part.items()}
+            offset += n
+            if not future.done():
+                result = Merged(self.output_model(**part), timings, started - received, items)
+                future.set_result(result)
+
+    async def _run_one(self, entry: Any, items: int, started: float) -> None:
+        body, future, received = entry
+        try:
+            out, timings = await anyio.to_thread.run_sync(self._call, body)
+        except Exception as e:
+            if not future.done():
+                future.set_exception(e)
+            return
+        if not future.done():
+            future.set_result(Merged(out, timings, started - received, items))
+
+    def _call(self, body: BaseModel) -> tuple[Any, Any]:
+        out = self.pipeline(body)
+        return out, self.timings()
