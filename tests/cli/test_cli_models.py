@@ -33,3 +33,24 @@ def test_usage_errors_exit_2(capsys):
         main(["models"])
     assert e.value.code == 2
     assert "ACTION" in capsys.readouterr().err
+
+
+def test_run_prints_json(capsys, shared_dir):
+    assert main(["run", "--task", "sentiment-analysis", "I love it", "awful"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["labels"] == ["positive", "negative"]
+    qa = str(shared_dir / "reference" / "nlp" / "question-answering")
+    assert main(["run", "--task", "qa", "--model-path", qa, "who is mark?", "mark is batman"]) == 0
+    assert json.loads(capsys.readouterr().out)["answer"] == "batman"
+    args = ["run", "--task", "ner", "--option", "aggregation_strategy=simple"]
+    assert main([*args, "--json", '{"inputs": "Call John Smith"}']) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]
+
+
+def test_run_errors_are_one_line(capsys):
+    assert main(["run", "--task", "ner", "--json", "[1]"]) == 1
+    assert "JSON object" in capsys.readouterr().err
+    assert main(["run", "--task", "ner"]) == 1
+    assert "give the input" in capsys.readouterr().err
+    assert main(["run", "--task", "ner", "--option", "stride"]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err

@@ -94,6 +94,40 @@ def _annotate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .. import Pipeline
+    from ..errors import InputError
+
+    options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--option takes KEY=VALUE (JSON value), got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    pipe = Pipeline.create(args.task, args.model_path, **options)
+    if args.json is not None:
+        try:
+            data = json.loads(args.json)
+        except ValueError as e:
+            raise InputError(f"--json is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise InputError("--json must be a JSON object with the task's input fields")
+        result = pipe(**data)
+    elif args.inputs:
+        fields = list(pipe.input_schema.model_fields)
+        if len(fields) == 1 and len(args.inputs) > 1:
+            result = pipe(list(args.inputs))
+        else:
+            result = pipe(*args.inputs)
+    else:
+        raise InputError("give the input as arguments or with --json")
+    print(result.model_dump_json(indent=2) if hasattr(result, "model_dump_json") else result)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
 
@@ -149,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--iou-threshold", type=float, default=0.45)
     ann.add_argument("--num-threads", type=int, default=None)
     ann.set_defaults(func=_annotate)
+
+    run = sub.add_parser("run", help="run a pipeline once and print its JSON output")
+    run.add_argument("--task", required=True)
+    run.add_argument("--model-path", default=None)
+    run.add_argument("--json", default=None, help='the input as JSON, e.g. \'{"sequences": "hi"}\'')
+    run.add_argument("--option", action="append", help="task option KEY=VALUE (repeatable)")
+    run.add_argument("inputs", nargs="*", help="input values in the schema's field order")
+    run.set_defaults(func=_run)
 
     srv = sub.add_parser("serve", help="serve pipelines over HTTP (KServe v2 routes, SageMaker)")
     srv.add_argument("--task", help="task of a single endpoint")
