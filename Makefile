@@ -32,7 +32,8 @@ dev: $(PY) ## Fast debug-profile build installed in editable mode
 .PHONY: test-deps
 test-deps: $(PY)
 	$(PIP) install -q "numpy>=1.21" "pytest>=7" "onnx>=1.14" "onnxruntime>=1.15" tokenizers pillow ruff \
-		"fastapi>=0.100" "uvicorn>=0.23" "prometheus-client>=0.17" "python-multipart>=0.0.6" httpx
+		"fastapi>=0.100" "uvicorn>=0.23" "prometheus-client>=0.17" "python-multipart>=0.0.6" httpx \
+		boto3 "moto>=5"
 
 .PHONY: demo
 demo: install test-deps ## Install, then run the embedded default pipelines (sentiment, PII NER)
