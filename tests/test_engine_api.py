@@ -483,3 +483,30 @@ def test_dense_backend_sparsepipe(
         a, b = ours(feeds), tract(feeds)
         assert_close(a, b, tract.output_names, rel=1e-4, context=f"vs tract b={batch}")
         assert_close(a, ort_run(path, feeds), tract.output_names, context=f"vs ort b={batch}")
+
+
+def test_concurrent_calls_at_long_sequences_do_not_abort(shared_dir):
+    """Threads sharing a multi-threaded engine (in a child: an abort must not kill pytest)."""
+    import subprocess
+    import sys
+
+    model = shared_dir / "models" / "sentiment-minilm-sparse80" / "model.onnx"
+    code = f"""
+import threading, numpy as np
+from sparsepipe import Engine
+e = Engine({str(model)!r}, num_threads=2)
+ids = np.random.default_rng(0).integers(1000, 5000, (1, 128))
+f = [ids, np.ones_like(ids), np.zeros_like(ids)]
+ref = e(f)[0]
+bad = []
+def work():
+    for _ in range(25):
+        if not np.array_equal(e(f)[0], ref):
+            bad.append(1)
+ts = [threading.Thread(target=work) for _ in range(3)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("mismatches", len(bad))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mismatches 0" in proc.stdout

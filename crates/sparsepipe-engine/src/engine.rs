@@ -48,7 +48,8 @@ impl Default for EngineOptions {
 #[derive(Debug)]
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
-    pool: Arc<ThreadPool>,
+    /// Held so the shared pool of this thread count stays registered while the engine lives.
+    _pool: Arc<ThreadPool>,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     report: Vec<LayerReport>,
@@ -101,7 +102,7 @@ impl Engine {
         typed.optimize().map_err(load_err(&path))?;
         let run_options = RunOptions { executor: Some(Executor::MultiThread(pool.clone())), ..Default::default() };
         let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
-        Ok(Engine { plan, pool, inputs, outputs, report, index_bounds, options, num_threads, isa, path })
+        Ok(Engine { plan, _pool: pool, inputs, outputs, report, index_bounds, options, num_threads, isa, path })
     }
 
     /// The model's inputs, in order.
@@ -157,10 +158,17 @@ impl Engine {
                 .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
                 .collect::<TractResult<_>>()
                 .map_err(|e| Error::Engine(chain(&e)))?;
-            let outs = self
-                .pool
-                .install(|| self.plan.run(tensors))
-                .map_err(|e| Error::Engine(format!("running the model failed: {}", chain(&e))))?;
+            // With several threads the plan runs on the calling thread and only its parallel
+            // sections enter the pool: run inside `pool.install`, a worker blocked in one call's
+            // parallel section could pick up another concurrent call's whole plan and re-enter
+            // tract's per-thread matmul scratch. A one-thread pool never steals, and running the
+            // plan on its worker saves a hand-off per parallel section.
+            let outs = if self.num_threads == 1 {
+                self._pool.install(|| self.plan.run(tensors))
+            } else {
+                self.plan.run(tensors)
+            };
+            let outs = outs.map_err(|e| Error::Engine(format!("running the model failed: {}", chain(&e))))?;
             outs.into_iter().map(|t| Ok(Array { shape: t.shape().to_vec(), data: Data::from_tensor(&t)? })).collect()
         })
     }
