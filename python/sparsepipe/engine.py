@@ -201,6 +201,22 @@ class Engine:
         """Path of the ONNX file loaded."""
         return os.fspath(self._engine.model_path)
 
+    def profile(
+        self, inputs: Union[Sequence[Any], Mapping[str, Any]], iterations: int = 10
+    ) -> list[dict[str, Any]]:
+        """Mean seconds per plan node over ``iterations`` runs on ``inputs``: one dict per node
+        with ``name``, ``op``, ``seconds`` and ``output_elements``, in plan order."""
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ConfigError(f"iterations must be a positive int, got {iterations!r}")
+        names = self._engine.input_names
+        if isinstance(inputs, Mapping):
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise InputError(f"input {missing[0]!r} is missing; the model takes {names}")
+            inputs = [inputs[n] for n in names]
+        arrays = [self._as_array(i, x) for i, x in enumerate(inputs)]
+        return self._engine.profile(arrays, iterations)
+
     def sparsity_report(self) -> list[dict[str, Any]]:
         """One dict per constant-weight matmul: node, pattern, shape, k, n, sparsity, kernel
         (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it) and the

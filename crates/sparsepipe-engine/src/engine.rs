@@ -44,6 +44,19 @@ impl Default for EngineOptions {
     }
 }
 
+/// Time spent in one plan node: its name, operator and mean seconds per run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTime {
+    /// Node name in the optimized plan (weight matmuls keep their ONNX node name).
+    pub name: String,
+    /// Operator name.
+    pub op: String,
+    /// Mean wall time per run, in seconds.
+    pub seconds: f64,
+    /// Elements of the node's first output in the last run.
+    pub output_elements: usize,
+}
+
 /// A loaded, optimized model; `run` may be called concurrently from several threads.
 #[derive(Debug)]
 pub struct Engine {
@@ -170,6 +183,48 @@ impl Engine {
             };
             let outs = outs.map_err(|e| Error::Engine(format!("running the model failed: {}", chain(&e))))?;
             outs.into_iter().map(|t| Ok(Array { shape: t.shape().to_vec(), data: Data::from_tensor(&t)? })).collect()
+        })
+    }
+
+    /// Mean wall time per plan node over `iterations` runs on `inputs`, in plan order.
+    pub fn profile(&self, inputs: &[ArrayRef<'_>], iterations: usize) -> Result<Vec<NodeTime>> {
+        no_panic("profiling the model", || {
+            self.check_inputs(inputs)?;
+            checks::check_indices(&self.index_bounds, &self.inputs, inputs)?;
+            let tensors: TVec<TValue> = inputs
+                .iter()
+                .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
+                .collect::<TractResult<_>>()
+                .map_err(|e| Error::Engine(chain(&e)))?;
+            let iterations = iterations.max(1);
+            let mut totals: HashMap<usize, (f64, usize)> = HashMap::new();
+            let mut state = self.plan.spawn().map_err(|e| Error::Engine(chain(&e)))?;
+            for _ in 0..iterations {
+                state
+                    .run_plan_with_eval(tensors.clone(), |ctx, op_state, node, node_inputs| {
+                        let start = std::time::Instant::now();
+                        let out = tract_core::plan::eval(ctx, op_state, node, node_inputs);
+                        let entry = totals.entry(node.id).or_default();
+                        entry.0 += start.elapsed().as_secs_f64();
+                        if let Ok(values) = &out {
+                            entry.1 = values.first().map_or(0, |v| v.len());
+                        }
+                        out
+                    })
+                    .map_err(|e| Error::Engine(format!("profiling the model failed: {}", chain(&e))))?;
+            }
+            let model = self.plan.model();
+            let mut ids: Vec<usize> = totals.keys().copied().collect();
+            ids.sort_unstable();
+            Ok(ids
+                .into_iter()
+                .map(|id| {
+                    let node = model.node(id);
+                    let (total, output_elements) = totals[&id];
+                    let seconds = total / iterations as f64;
+                    NodeTime { name: node.name.clone(), op: node.op().name().to_string(), seconds, output_elements }
+                })
+                .collect())
         })
     }
 

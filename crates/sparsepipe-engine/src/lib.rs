@@ -11,7 +11,7 @@ pub mod report;
 pub mod threads;
 
 pub use array::{Array, ArrayRef, DType, Data, DataRef, Dim, TensorInfo};
-pub use engine::{Engine, EngineOptions};
+pub use engine::{Engine, EngineOptions, NodeTime};
 pub use error::{Error, Result};
 pub use passes::weight_matmul::DenseBackend;
 pub use report::LayerReport;

@@ -155,6 +155,36 @@ impl PyEngine {
         outs.into_iter().map(|a| to_numpy(py, a)).collect()
     }
 
+    /// Mean seconds per plan node over `iterations` runs: {name, op, seconds, output_elements}.
+    fn profile<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<Bound<'py, PyAny>>,
+        iterations: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let infos = self.inner.inputs();
+        let held = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, obj)| {
+                let name = infos.get(i).map_or_else(|| format!("#{i}"), |info| info.name.clone());
+                Held::extract(py, &name, obj)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let refs: Vec<ArrayRef<'_>> = held.iter().map(Held::as_ref).collect();
+        let times = py.detach(|| self.inner.profile(&refs, iterations)).map_err(|e| to_pyerr(py, e))?;
+        let list = PyList::empty(py);
+        for t in times {
+            let d = PyDict::new(py);
+            d.set_item("name", &t.name)?;
+            d.set_item("op", &t.op)?;
+            d.set_item("seconds", t.seconds)?;
+            d.set_item("output_elements", t.output_elements)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
     /// Position of the input called `name`.
     fn input_index(&self, py: Python<'_>, name: &str) -> PyResult<usize> {
         self.inner.input_index(name).map_err(|e| to_pyerr(py, e))

@@ -184,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--num-threads", type=int, default=None)
     ann.set_defaults(func=_annotate)
 
-    from . import benchmark, sparsify
+    from . import analyze, benchmark, sparsify
 
     benchmark.add_parser(sub)
     sparsify.add_parser(sub)
+    analyze.add_parser(sub)
 
     run = sub.add_parser("run", help="run a pipeline once and print its JSON output")
     run.add_argument("--task", required=True)

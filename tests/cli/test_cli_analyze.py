@@ -1,0 +1,100 @@
+"""``sparsepipe analyze`` and ``Engine.profile``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sparsepipe import ConfigError, Engine, InputError
+from sparsepipe.cli import main
+from sparsepipe.cli.analyze import analyze
+
+
+@pytest.fixture(scope="module")
+def bert(model_zoo):
+    path, _ = model_zoo.get("bert", 0.9)
+    return path
+
+
+def test_profile_times_every_plan_node(bert):
+    import onnx_models
+
+    engine = Engine(bert)
+    feeds = onnx_models.sample_inputs("bert", 2, 16)
+    nodes = engine.profile(feeds, iterations=3)
+    assert nodes and all(n["seconds"] >= 0 for n in nodes)
+    assert {"name", "op", "seconds", "output_elements"} <= set(nodes[0])
+    sparse = [n for n in nodes if n["op"] == "SparsepipeLinear"]
+    assert len(sparse) == sum(r["kernel"] == "sparse" for r in engine.sparsity_report())
+    with pytest.raises(ConfigError, match="iterations"):
+        engine.profile(feeds, iterations=0)
+    with pytest.raises(InputError):
+        engine.profile({"input_ids": feeds["input_ids"]})
+
+
+def test_analyze_report(bert, tmp_path, capsys):
+    result = analyze(str(bert), batch_size=1, sequence_length=16, iterations=2)
+    report = Engine(bert).sparsity_report()
+    assert len(result["layers"]) == len(report)
+    shares = [layer["time_share"] for layer in result["layers"]]
+    assert all(0 <= s <= 1 for s in shares) and 0 < sum(shares) <= 1 + 1e-9
+    assert 0 < result["gflops_effective"] < result["gflops_dense"]
+    sparse = [layer for layer in result["layers"] if layer["kernel"] == "sparse"]
+    assert sparse and all(layer["sparsity"] >= 0.5 for layer in sparse)
+    out = tmp_path / "analysis.json"
+    assert (
+        main(
+            [
+                "analyze",
+                str(bert),
+                "--sequence-length",
+                "16",
+                "--iterations",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "weight matmul" in text and "G effective" in text
+    assert json.loads(out.read_text())["layers"]
+
+
+def test_analyze_lists_unsupported_operators(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("FancyOp", ["x"], ["y"], name="my_fancy_node", domain="com.example")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+    )
+    model.ir_version = 8
+    path = tmp_path / "fancy.onnx"
+    onnx.save(model, str(path))
+    assert main(["analyze", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "FancyOp" in err and "my_fancy_node" in err
+
+
+def test_analyze_bad_options(bert, capsys):
+    assert main(["analyze", str(bert), "--iterations", "0"]) == 1
+    assert "iterations" in capsys.readouterr().err
+    assert main(["analyze", "/nonexistent.onnx"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_profile_on_real_model_is_consistent(shared_dir):
+    engine = Engine(shared_dir / "models" / "sentiment-minilm-sparse80")
+    ids = np.random.default_rng(0).integers(1000, 5000, (1, 24))
+    nodes = engine.profile([ids, np.ones_like(ids), np.zeros_like(ids)], iterations=2)
+    out = engine([ids, np.ones_like(ids), np.zeros_like(ids)])
+    assert out[0].shape == (1, 2) and len(nodes) > 50
