@@ -87,6 +87,8 @@ def test_openapi_is_generated_from_the_schemas(server):
     assert "sequences" in spec["components"]["schemas"][ref]["properties"]
     assert "/v2/models/yolo/infer/from_files" in spec["paths"]
     assert server.client.get("/docs").status_code == 200
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(spec)
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
