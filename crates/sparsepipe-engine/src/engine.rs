@@ -164,13 +164,7 @@ impl Engine {
     /// Runs the model on `inputs` (in input order) and returns its outputs in output order.
     pub fn run(&self, inputs: &[ArrayRef<'_>]) -> Result<Vec<Array>> {
         no_panic("running the model", || {
-            self.check_inputs(inputs)?;
-            checks::check_indices(&self.index_bounds, &self.inputs, inputs)?;
-            let tensors: TVec<TValue> = inputs
-                .iter()
-                .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
-                .collect::<TractResult<_>>()
-                .map_err(|e| Error::Engine(chain(&e)))?;
+            let tensors = self.checked_tensors(inputs)?;
             // With several threads the plan runs on the calling thread and only its parallel
             // sections enter the pool: run inside `pool.install`, a worker blocked in one call's
             // parallel section could pick up another concurrent call's whole plan and re-enter
@@ -189,13 +183,7 @@ impl Engine {
     /// Mean wall time per plan node over `iterations` runs on `inputs`, in plan order.
     pub fn profile(&self, inputs: &[ArrayRef<'_>], iterations: usize) -> Result<Vec<NodeTime>> {
         no_panic("profiling the model", || {
-            self.check_inputs(inputs)?;
-            checks::check_indices(&self.index_bounds, &self.inputs, inputs)?;
-            let tensors: TVec<TValue> = inputs
-                .iter()
-                .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
-                .collect::<TractResult<_>>()
-                .map_err(|e| Error::Engine(chain(&e)))?;
+            let tensors = self.checked_tensors(inputs)?;
             let iterations = iterations.max(1);
             let mut totals: HashMap<usize, (f64, usize)> = HashMap::new();
             let mut state = self.plan.spawn().map_err(|e| Error::Engine(chain(&e)))?;
@@ -226,6 +214,17 @@ impl Engine {
                 })
                 .collect())
         })
+    }
+
+    /// Validates `inputs` against the model and copies them into tract tensors.
+    fn checked_tensors(&self, inputs: &[ArrayRef<'_>]) -> Result<TVec<TValue>> {
+        self.check_inputs(inputs)?;
+        checks::check_indices(&self.index_bounds, &self.inputs, inputs)?;
+        inputs
+            .iter()
+            .map(|a| a.data.to_tensor(a.shape).map(|t| t.into_tvalue()))
+            .collect::<TractResult<_>>()
+            .map_err(|e| Error::Engine(chain(&e)))
     }
 
     fn check_inputs(&self, inputs: &[ArrayRef<'_>]) -> Result<()> {

@@ -141,15 +141,7 @@ impl PyEngine {
 
     /// Runs the model on arrays given in input order; returns the outputs in output order.
     fn run(&self, py: Python<'_>, inputs: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Py<PyAny>>> {
-        let infos = self.inner.inputs();
-        let held = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, obj)| {
-                let name = infos.get(i).map_or_else(|| format!("#{i}"), |info| info.name.clone());
-                Held::extract(py, &name, obj)
-            })
-            .collect::<PyResult<Vec<_>>>()?;
+        let held = self.hold_inputs(py, &inputs)?;
         let refs: Vec<ArrayRef<'_>> = held.iter().map(Held::as_ref).collect();
         let outs = py.detach(|| self.inner.run(&refs)).map_err(|e| to_pyerr(py, e))?;
         outs.into_iter().map(|a| to_numpy(py, a)).collect()
@@ -162,15 +154,7 @@ impl PyEngine {
         inputs: Vec<Bound<'py, PyAny>>,
         iterations: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let infos = self.inner.inputs();
-        let held = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, obj)| {
-                let name = infos.get(i).map_or_else(|| format!("#{i}"), |info| info.name.clone());
-                Held::extract(py, &name, obj)
-            })
-            .collect::<PyResult<Vec<_>>>()?;
+        let held = self.hold_inputs(py, &inputs)?;
         let refs: Vec<ArrayRef<'_>> = held.iter().map(Held::as_ref).collect();
         let times = py.detach(|| self.inner.profile(&refs, iterations)).map_err(|e| to_pyerr(py, e))?;
         let list = PyList::empty(py);
@@ -285,4 +269,19 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
     Ok(())
+}
+
+impl PyEngine {
+    /// Borrows (or converts) each Python input, named after the model input it feeds.
+    fn hold_inputs<'py>(&self, py: Python<'py>, inputs: &[Bound<'py, PyAny>]) -> PyResult<Vec<Held<'py>>> {
+        let infos = self.inner.inputs();
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, obj)| {
+                let name = infos.get(i).map_or_else(|| format!("#{i}"), |info| info.name.clone());
+                Held::extract(py, &name, obj)
+            })
+            .collect()
+    }
 }

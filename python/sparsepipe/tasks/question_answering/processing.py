@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
+from .._tokenizers import settings_restored
+
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
 
@@ -178,36 +180,20 @@ def encode_qa(
     if not questions:
         return []
 
-    with _SETTINGS_LOCK:
-        saved_truncation = tokenizer.truncation
-        saved_padding = tokenizer.padding
-        saved_split = tokenizer.encode_special_tokens
+    with _SETTINGS_LOCK, settings_restored(tokenizer):
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        tokenizer.encode_special_tokens = False
+        _check_fits(tokenizer, questions, contexts, max_seq_len, doc_stride, n_added)
         try:
-            tokenizer.no_padding()
-            tokenizer.no_truncation()
-            tokenizer.encode_special_tokens = False
-            _check_fits(tokenizer, questions, contexts, max_seq_len, doc_stride, n_added)
-            try:
-                tokenizer.enable_truncation(
-                    max_seq_len, stride=doc_stride, strategy="only_second", direction="right"
-                )
-            except ValueError as exc:
-                raise ValueError(
-                    f"doc_stride={doc_stride} is too large for max_seq_len={max_seq_len}: {exc}"
-                ) from exc
-            encodings = tokenizer.encode_batch(
-                list(zip(questions, contexts)), add_special_tokens=True
+            tokenizer.enable_truncation(
+                max_seq_len, stride=doc_stride, strategy="only_second", direction="right"
             )
-        finally:
-            if saved_truncation is None:
-                tokenizer.no_truncation()
-            else:
-                tokenizer.enable_truncation(**saved_truncation)
-            if saved_padding is None:
-                tokenizer.no_padding()
-            else:
-                tokenizer.enable_padding(**saved_padding)
-            tokenizer.encode_special_tokens = saved_split
+        except ValueError as exc:
+            raise ValueError(
+                f"doc_stride={doc_stride} is too large for max_seq_len={max_seq_len}: {exc}"
+            ) from exc
+        encodings = tokenizer.encode_batch(list(zip(questions, contexts)), add_special_tokens=True)
 
     windows = []
     for example, first in enumerate(encodings):

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from .._tokenizers import settings_restored
+
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
 
@@ -328,21 +330,10 @@ def encode_windows(
         raise ValueError(
             f"stride must be in [0, {budget}) (max_length minus special tokens), got {stride}"
         )
-    saved_truncation = tokenizer.truncation
-    saved_padding = tokenizer.padding
-    try:
+    with settings_restored(tokenizer):
         tokenizer.no_padding()
         tokenizer.enable_truncation(
             max_length, stride=stride, strategy="longest_first", direction="right"
         )
         encodings = tokenizer.encode_batch(list(texts), add_special_tokens=True)
-    finally:
-        if saved_truncation is None:
-            tokenizer.no_truncation()
-        else:
-            tokenizer.enable_truncation(**saved_truncation)
-        if saved_padding is None:
-            tokenizer.no_padding()
-        else:
-            tokenizer.enable_padding(**saved_padding)
     return [[enc, *enc.overflowing] for enc in encodings]
