@@ -25,21 +25,38 @@ def tc_dir(shared_dir):
 
 def test_zoo_lists_the_embedded_defaults():
     names = {m.name: m for m in models.list()}
-    assert set(names) == {"sentiment-minilm-sparse80", "pii-ner-minilm"}
+    assert set(names) == {
+        "sentiment-minilm-sparse80",
+        "pii-ner-minilm",
+        "efficientnet-lite0-imagenet",
+        "yolov3-tiny-coco",
+    }
+    text_files = ("tokenizer.json",)
     for info in names.values():
-        for f in (
-            "model.onnx",
-            "config.json",
-            "tokenizer.json",
-            "MODEL_CARD.md",
-            "LICENSE",
-            "NOTICE",
-        ):
+        extra = text_files if info.task in ("text-classification", "token-classification") else ()
+        for f in ("model.onnx", "config.json", "MODEL_CARD.md", "LICENSE", "NOTICE", *extra):
             assert (info.path / f).is_file(), (info.name, f)
         assert info.uri == f"zoo:{info.name}"
     assert names["pii-ner-minilm"].license == "CC-BY-4.0"
+    assert names["efficientnet-lite0-imagenet"].license == "Apache-2.0"
+    assert (names["efficientnet-lite0-imagenet"].path / "preprocessor_config.json").is_file()
     resolved = models.resolve("zoo:pii-ner-minilm")
     assert resolved.onnx_path.name == "model.onnx" and resolved.file("tokenizer.json")
+
+
+def test_each_task_default_is_an_embedded_model_of_that_task():
+    from sparsepipe.pipeline import _lookup
+
+    by_uri = {m.uri: m for m in models.list()}
+    for task in (
+        "text-classification",
+        "token-classification",
+        "image-classification",
+        "object-detection",
+    ):
+        default = _lookup(task).default_model_path
+        assert default in by_uri, task
+        assert by_uri[default].task == task
 
 
 def test_unknown_zoo_name_lists_the_available_ones():

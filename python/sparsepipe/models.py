@@ -50,6 +50,18 @@ _ZOO = (
         "Rampart PII tagger (MiniLM-L6, 17 personal-data entity types, BIO)",
         "CC-BY-4.0",
     ),
+    (
+        "efficientnet-lite0-imagenet",
+        "image-classification",
+        "EfficientNet-Lite0 ImageNet-1k classifier (1000 classes, 224x224)",
+        "Apache-2.0",
+    ),
+    (
+        "yolov3-tiny-coco",
+        "object-detection",
+        "darknet YOLOv3-tiny COCO detector (80 classes, 416x416, YOLOv5-style output)",
+        "public-domain",
+    ),
 )
 
 

@@ -43,3 +43,11 @@ def test_annotate_refuses_to_overwrite_the_source(tmp_path, shared_dir):
 def test_annotate_missing_source(tmp_path, capsys):
     rc = main(["annotate", "--source", str(tmp_path / "nope"), "--save-dir", str(tmp_path / "o")])
     assert rc == 1 and "neither an image file nor a folder" in capsys.readouterr().err
+
+
+def test_annotate_uses_the_embedded_detector_by_default(tmp_path, shared_dir, capsys):
+    out = tmp_path / "out"
+    src = shared_dir / "samples" / "images" / "coffee.png"
+    assert main(["annotate", "--source", str(src), "--save-dir", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == ["coffee.png"]
+    assert PIL.open(out / "coffee.png").size == PIL.open(src).size

@@ -199,7 +199,7 @@ def test_unknown_task_and_missing_model():
     with pytest.raises(ModelLoadError, match="does not exist"):
         run_benchmark("no/such/model.onnx", **FAST)
     with pytest.raises(ConfigError, match="no embedded default model"):
-        run_benchmark("image-classification", **FAST)
+        run_benchmark("question-answering", **FAST)
     with pytest.raises(ConfigError, match="--sequence-length applies to text tasks"):
         run_benchmark("yolo", model_path="unused", sequence_length=64, **FAST)
 

@@ -270,3 +270,19 @@ def test_single_label_classifier_uses_sigmoid(classifier):
         assert classifier._scores(logits)[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
     finally:
         classifier._model = real
+
+
+def test_embedded_default_classifier(images):
+    pipe = Pipeline.create("image-classification", top_k=3)
+    assert pipe.model.onnx_path.parent.name == "efficientnet-lite0-imagenet"
+    out = pipe([images / "chelsea.png", images / "coffee.png"])
+    assert CATS & set(out.labels[0])
+    assert out.labels[1][0] == "espresso" and out.scores[1][0] > 0.9
+
+
+def test_embedded_default_detector(images):
+    pipe = Pipeline.create("object-detection")
+    assert pipe.model.onnx_path.parent.name == "yolov3-tiny-coco"
+    out = pipe(images / "coffee.png")
+    assert "cup" in out.labels[0]
+    assert Pipeline.create("yolo").model.onnx_path == pipe.model.onnx_path

@@ -35,8 +35,12 @@ def _models_list(args: argparse.Namespace) -> int:
         return 0
     width = max(len(i.uri) for i in infos)
     task_width = max(len(i.task) for i in infos)
+    license_width = max(len(i.license) for i in infos)
     for i in infos:
-        print(f"{i.uri:<{width}}  {i.task:<{task_width}}  {i.license:<10}  {i.description}")
+        print(
+            f"{i.uri:<{width}}  {i.task:<{task_width}}  {i.license:<{license_width}}  "
+            f"{i.description}"
+        )
     return 0
 
 

@@ -20,7 +20,7 @@ from .schemas import (
 __all__ = ["ImageClassificationPipeline"]
 
 
-@Pipeline.register("image-classification")
+@Pipeline.register("image-classification", default_model_path="zoo:efficientnet-lite0-imagenet")
 class ImageClassificationPipeline(Pipeline):
     """Top-k labels per image; preprocessing from the model's ``preprocessor_config.json``.
 

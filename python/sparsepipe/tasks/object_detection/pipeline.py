@@ -29,7 +29,9 @@ def _size(value: Any) -> tuple[int, int]:
     raise ConfigError(f"image_size must be an int or (height, width) of ints >= 32, got {value!r}")
 
 
-@Pipeline.register("object-detection", task_aliases=("yolo",))
+@Pipeline.register(
+    "object-detection", task_aliases=("yolo",), default_model_path="zoo:yolov3-tiny-coco"
+)
 class ObjectDetectionPipeline(Pipeline):
     """Boxes, scores and labels per image from a YOLO model (layout read from its output shape).
 
