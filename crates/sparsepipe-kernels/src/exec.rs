@@ -213,14 +213,19 @@ thread_local! {
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on a per-thread buffer of `len` floats, reused across calls (a re-entrant call on
-/// the same thread gets a fresh one). Its contents are unspecified but initialized.
+/// Floats per 64-byte cache line: scratch buffers start on a line so no vector load splits one.
+const LINE_FLOATS: usize = 16;
+
+/// Runs `f` on a per-thread, cache-line-aligned buffer of `len` floats, reused across calls (a
+/// re-entrant call on the same thread gets a fresh one). Its contents are unspecified but
+/// initialized.
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(Cell::take);
-    if buf.len() < len {
-        buf.resize(len, 0.0);
+    if buf.len() < len + LINE_FLOATS {
+        buf.resize(len + LINE_FLOATS, 0.0);
     }
-    let r = f(&mut buf[..len]);
+    let skip = buf.as_ptr().align_offset(4 * LINE_FLOATS).min(LINE_FLOATS);
+    let r = f(&mut buf[skip..skip + len]);
     SCRATCH.with(|c| {
         let other = c.take();
         c.set(if other.len() > buf.len() { other } else { buf });

@@ -25,7 +25,7 @@ pub struct SparseMatrix {
 }
 
 /// Input channels per cache block: a packed tile's `K_BLOCK x 64` floats stay in L1.
-const K_BLOCK: usize = 128;
+const K_BLOCK: usize = 256;
 
 impl SparseMatrix {
     /// Packs `w(k, n)` for `k < K`, `n < N`, keeping the nonzeros.
