@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rayon::ThreadPool;
 use sparsepipe_kernels::Isa;
 use tract_core::internal::*;
 use tract_linalg::multithread::Executor;
@@ -15,7 +14,7 @@ use crate::checks::{self, IndexBound};
 use crate::error::{chain, no_panic, Error, Result};
 use crate::passes::weight_matmul::{self, DenseBackend};
 use crate::report::LayerReport;
-use crate::threads;
+use crate::threads::{self, SharedPool};
 
 /// Options fixed when a model is loaded.
 #[derive(Debug, Clone)]
@@ -61,8 +60,8 @@ pub struct NodeTime {
 #[derive(Debug)]
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
-    /// Held so the shared pool of this thread count stays registered while the engine lives.
-    _pool: Arc<ThreadPool>,
+    /// The shared pool of this thread count; plans run inside it one at a time.
+    pool: Arc<SharedPool>,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     report: Vec<LayerReport>,
@@ -113,9 +112,10 @@ impl Engine {
             weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
         let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
         typed.optimize().map_err(load_err(&path))?;
-        let run_options = RunOptions { executor: Some(Executor::MultiThread(pool.clone())), ..Default::default() };
+        let run_options =
+            RunOptions { executor: Some(Executor::MultiThread(pool.pool().clone())), ..Default::default() };
         let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
-        Ok(Engine { plan, _pool: pool, inputs, outputs, report, index_bounds, options, num_threads, isa, path })
+        Ok(Engine { plan, pool, inputs, outputs, report, index_bounds, options, num_threads, isa, path })
     }
 
     /// The model's inputs, in order.
@@ -165,16 +165,7 @@ impl Engine {
     pub fn run(&self, inputs: &[ArrayRef<'_>]) -> Result<Vec<Array>> {
         no_panic("running the model", || {
             let tensors = self.checked_tensors(inputs)?;
-            // With several threads the plan runs on the calling thread and only its parallel
-            // sections enter the pool: run inside `pool.install`, a worker blocked in one call's
-            // parallel section could pick up another concurrent call's whole plan and re-enter
-            // tract's per-thread matmul scratch. A one-thread pool never steals, and running the
-            // plan on its worker saves a hand-off per parallel section.
-            let outs = if self.num_threads == 1 {
-                self._pool.install(|| self.plan.run(tensors))
-            } else {
-                self.plan.run(tensors)
-            };
+            let outs = self.pool.run_exclusive(|| self.plan.run(tensors));
             let outs = outs.map_err(|e| Error::Engine(format!("running the model failed: {}", chain(&e))))?;
             outs.into_iter().map(|t| Ok(Array { shape: t.shape().to_vec(), data: Data::from_tensor(&t)? })).collect()
         })
@@ -186,21 +177,7 @@ impl Engine {
             let tensors = self.checked_tensors(inputs)?;
             let iterations = iterations.max(1);
             let mut totals: HashMap<usize, (f64, usize)> = HashMap::new();
-            let mut state = self.plan.spawn().map_err(|e| Error::Engine(chain(&e)))?;
-            for _ in 0..iterations {
-                state
-                    .run_plan_with_eval(tensors.clone(), |ctx, op_state, node, node_inputs| {
-                        let start = std::time::Instant::now();
-                        let out = tract_core::plan::eval(ctx, op_state, node, node_inputs);
-                        let entry = totals.entry(node.id).or_default();
-                        entry.0 += start.elapsed().as_secs_f64();
-                        if let Ok(values) = &out {
-                            entry.1 = values.first().map_or(0, |v| v.len());
-                        }
-                        out
-                    })
-                    .map_err(|e| Error::Engine(format!("profiling the model failed: {}", chain(&e))))?;
-            }
+            self.pool.run_exclusive(|| self.profile_runs(tensors, iterations, &mut totals))?;
             let model = self.plan.model();
             let mut ids: Vec<usize> = totals.keys().copied().collect();
             ids.sort_unstable();
@@ -214,6 +191,32 @@ impl Engine {
                 })
                 .collect())
         })
+    }
+
+    /// Runs the plan `iterations` times on this thread, adding each node's wall time to `totals`
+    /// (and recording its output size).
+    fn profile_runs(
+        &self,
+        tensors: TVec<TValue>,
+        iterations: usize,
+        totals: &mut HashMap<usize, (f64, usize)>,
+    ) -> Result<()> {
+        let mut state = self.plan.spawn().map_err(|e| Error::Engine(chain(&e)))?;
+        for _ in 0..iterations {
+            state
+                .run_plan_with_eval(tensors.clone(), |ctx, op_state, node, node_inputs| {
+                    let start = std::time::Instant::now();
+                    let out = tract_core::plan::eval(ctx, op_state, node, node_inputs);
+                    let entry = totals.entry(node.id).or_default();
+                    entry.0 += start.elapsed().as_secs_f64();
+                    if let Ok(values) = &out {
+                        entry.1 = values.first().map_or(0, |v| v.len());
+                    }
+                    out
+                })
+                .map_err(|e| Error::Engine(format!("profiling the model failed: {}", chain(&e))))?;
+        }
+        Ok(())
     }
 
     /// Validates `inputs` against the model and copies them into tract tensors.

@@ -33,9 +33,34 @@ pub fn resolve_num_threads(requested: Option<usize>) -> Result<usize> {
     Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
+/// A process-wide rayon pool and the lock that admits one plan at a time into it.
+#[derive(Debug)]
+pub struct SharedPool {
+    pool: Arc<ThreadPool>,
+    running: Mutex<()>,
+}
+
+impl SharedPool {
+    /// The rayon pool (tract's executor and our kernels run their parallel sections on it).
+    pub fn pool(&self) -> &Arc<ThreadPool> {
+        &self.pool
+    }
+
+    /// Runs `f` on a worker of the pool, one caller at a time.
+    ///
+    /// A whole plan runs on one worker, so every parallel section starts there instead of being
+    /// handed over from the calling thread (a sleep/wake-up per operator). Admitting one plan at a
+    /// time keeps a worker waiting inside one plan's parallel section from stealing another
+    /// plan and re-entering tract's per-thread matmul scratch.
+    pub fn run_exclusive<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let _turn = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.pool.install(f)
+    }
+}
+
 /// The process-wide pool with `n` threads, created on first use and dropped with its last engine.
-pub fn shared_pool(n: usize) -> Result<Arc<ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Weak<ThreadPool>>>> = OnceLock::new();
+pub fn shared_pool(n: usize) -> Result<Arc<SharedPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Weak<SharedPool>>>> = OnceLock::new();
     let pools = POOLS.get_or_init(Default::default);
     let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(pool) = pools.get(&n).and_then(Weak::upgrade) {
@@ -46,7 +71,7 @@ pub fn shared_pool(n: usize) -> Result<Arc<ThreadPool>> {
         .thread_name(|i| format!("sparsepipe-{i}"))
         .build()
         .map_err(|e| Error::Config(format!("could not start {n} threads: {e}")))?;
-    let pool = Arc::new(pool);
-    pools.insert(n, Arc::downgrade(&pool));
-    Ok(pool)
+    let shared = Arc::new(SharedPool { pool: Arc::new(pool), running: Mutex::new(()) });
+    pools.insert(n, Arc::downgrade(&shared));
+    Ok(shared)
 }
