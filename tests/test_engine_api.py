@@ -510,3 +510,41 @@ print("mismatches", len(bad))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mismatches 0" in proc.stdout
+
+
+def test_engines_sharing_a_pool_run_and_profile_concurrently(shared_dir):
+    """Two engines with the same thread count share one pool: runs of both and a profile, from
+    several threads at once, each get their own results (in a child: an abort must not kill
+    pytest)."""
+    import subprocess
+    import sys
+
+    zoo = shared_dir / "models"
+    code = f"""
+import threading, numpy as np
+from sparsepipe import Engine
+a = Engine({str(zoo / "sentiment-minilm-sparse80" / "model.onnx")!r}, num_threads=2)
+b = Engine({str(zoo / "pii-ner-minilm" / "model.onnx")!r}, num_threads=2)
+ids = np.random.default_rng(1).integers(1000, 5000, (2, 64))
+feeds = {{n: (ids if n == "input_ids" else np.ones_like(ids) if n == "attention_mask"
+             else np.zeros_like(ids)) for n in a.input_names}}
+fa = feeds
+fb = {{n: feeds[n] for n in b.input_names}}
+ra, rb = a(fa)[0], b(fb)[0]
+bad = []
+def work(engine, f, ref):
+    for _ in range(10):
+        if not np.array_equal(engine(f)[0], ref):
+            bad.append(1)
+def prof():
+    for _ in range(3):
+        if not a.profile(fa, iterations=2):
+            bad.append(1)
+jobs = [(a, fa, ra), (b, fb, rb), (b, fb, rb)]
+ts = [threading.Thread(target=work, args=j) for j in jobs] + [threading.Thread(target=prof)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("mismatches", len(bad))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mismatches 0" in proc.stdout, proc.stdout
