@@ -548,3 +548,19 @@ print("mismatches", len(bad))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mismatches 0" in proc.stdout, proc.stdout
+
+
+def test_gelu_after_a_weight_matmul_is_fused(
+    bert: Loaded, ort_run: Callable[..., Any], assert_close: Callable[..., None]
+) -> None:
+    """The FFN's bias and exact GELU run inside the linear op (tract's GeluExact math) and the
+    model still matches onnxruntime, on one and on two threads (parallel GELU chunks)."""
+    fused = [r for r in bert.engine.sparsity_report() if "/intermediate/" in r["node"]]
+    assert fused, "the test model has no intermediate (FFN) matmul"
+    for r in fused:
+        assert any("gelu" in f.lower() for f in r["fused"]), r
+    feeds = bert.feeds(4, 64, seed=21)  # 4 x 64 x FFN outputs: several GELU chunks
+    ref = ort_run(bert.path, feeds)
+    for threads in (1, 2):
+        engine = sparsepipe.Engine(bert.path, num_threads=threads)
+        assert_close(engine(feeds), ref, engine.output_names, context=f"threads={threads}")

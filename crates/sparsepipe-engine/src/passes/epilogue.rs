@@ -1,14 +1,18 @@
-//! Finds the bias `Add` and clamp (`Max`/`Min` with a constant, as ReLU and ReLU6 become) that
-//! follow a weight matmul and can be folded into its kernel's epilogue.
+//! Finds the bias `Add` and clamp (`Max`/`Min` with a constant, as ReLU and ReLU6 become), or
+//! the bias and an exact (erf) GELU, that follow a weight matmul and can be folded into it.
 
 use sparsepipe_kernels::Epilogue;
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::element_wise::ElementWiseOp;
+use tract_core::ops::nn::GeluExact;
 
 /// An epilogue and the nodes it replaces.
 #[derive(Debug)]
 pub struct Absorbed {
     pub epilogue: Epilogue,
+    /// Whether an exact GELU follows the bias (then no clamp was absorbed).
+    pub gelu: bool,
     /// The node whose output the fused op now produces.
     pub last: usize,
     /// Names of the absorbed nodes, in order.
@@ -16,7 +20,8 @@ pub struct Absorbed {
 }
 
 /// Walks the single-successor chain after `node` (whose output has `n` channels at axis
-/// `n_axis`, `usize::MAX` when it has none), absorbing a bias Add then Max/Min clamps with constant operands.
+/// `n_axis`, `usize::MAX` when it has none), absorbing a bias Add then either Max/Min clamps with
+/// constant operands or one exact (erf) GELU, which tract's declutter has made a `GeluExact`.
 pub fn absorb(model: &TypedModel, node: usize, n_axis: usize, n: usize) -> TractResult<Absorbed> {
     let mut bias: Option<Vec<f32>> = None;
     let (mut min, mut max) = (f32::NEG_INFINITY, f32::INFINITY);
@@ -52,7 +57,15 @@ pub fn absorb(model: &TypedModel, node: usize, n_axis: usize, n: usize) -> Tract
         names.push(succ.name.clone());
         cur = succ.id;
     }
-    Ok(Absorbed { epilogue: Epilogue { bias, min, max }, last: cur, names })
+    let mut gelu = false;
+    if min == f32::NEG_INFINITY && max == f32::INFINITY && !outputs.contains(&OutletId::new(cur, 0)) {
+        if let Some(id) = gelu_after(model, cur, &outputs)? {
+            gelu = true;
+            names.push(model.node(id).name.clone());
+            cur = id;
+        }
+    }
+    Ok(Absorbed { epilogue: Epilogue { bias, min, max }, gelu, last: cur, names })
 }
 
 /// The constant as one value per output channel, when it broadcasts only along `n_axis`.
@@ -68,4 +81,18 @@ fn per_channel(c: &Tensor, rank: usize, n_axis: usize, n: usize) -> TractResult<
     }
     let vals = c.try_as_plain_ram()?.as_slice::<f32>()?;
     Ok(Some(if vals.len() == n { vals.to_vec() } else { vec![vals[0]; n] }))
+}
+
+/// The `GeluExact` node that alone consumes node `x`'s f32 output, if there is one.
+fn gelu_after(model: &TypedModel, x: usize, outputs: &[OutletId]) -> TractResult<Option<usize>> {
+    let f32t = f32::datum_type();
+    let x_out = OutletId::new(x, 0);
+    let succs = model.outlet_successors(x_out);
+    let [only] = succs else { return Ok(None) };
+    let node = model.node(only.node);
+    let is_gelu =
+        node.op_as::<ElementWiseOp>().is_some_and(|op| op.1.is_none() && op.0.downcast_ref::<GeluExact>().is_some());
+    let out = OutletId::new(node.id, 0);
+    let typed = model.outlet_fact(x_out)?.datum_type == f32t && model.outlet_fact(out)?.datum_type == f32t;
+    Ok((is_gelu && typed && !outputs.contains(&out)).then_some(node.id))
 }
