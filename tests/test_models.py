@@ -146,3 +146,15 @@ def test_user_files_are_never_modified(tmp_path, shared_dir):
     Pipeline.create("ner", model / "model.onnx", engine_type="onnxruntime")("Paris")
     assert _digest(model) == before
     assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in src.iterdir())
+
+
+def test_embedded_model_missing_from_the_installation(tmp_path, monkeypatch):
+    """A damaged install (zoo directory without the model file) names the model and the fix."""
+    from sparsepipe import Pipeline
+
+    (tmp_path / "yolov3-tiny-coco").mkdir()
+    monkeypatch.setattr(models, "ZOO_DIR", tmp_path)
+    with pytest.raises(ModelLoadError, match=r"'yolov3-tiny-coco' is missing.*reinstall"):
+        models.get("zoo:yolov3-tiny-coco")
+    with pytest.raises(ModelLoadError, match=r"yolov3-tiny-coco.*reinstall"):
+        Pipeline.create("object-detection")

@@ -67,7 +67,6 @@ pub struct Engine {
     report: Vec<LayerReport>,
     index_bounds: Vec<IndexBound>,
     options: EngineOptions,
-    num_threads: usize,
     isa: Isa,
     path: PathBuf,
 }
@@ -115,7 +114,7 @@ impl Engine {
         let run_options =
             RunOptions { executor: Some(Executor::MultiThread(pool.pool().clone())), ..Default::default() };
         let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
-        Ok(Engine { plan, pool, inputs, outputs, report, index_bounds, options, num_threads, isa, path })
+        Ok(Engine { plan, pool, inputs, outputs, report, index_bounds, options, isa, path })
     }
 
     /// The model's inputs, in order.
@@ -143,7 +142,7 @@ impl Engine {
 
     /// Threads used by this engine.
     pub fn num_threads(&self) -> usize {
-        self.num_threads
+        self.pool.pool().current_num_threads()
     }
 
     /// Kernel instruction set in use.
