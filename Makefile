@@ -54,13 +54,13 @@ test: test-rust install test-python ## Everything CI runs: cargo test, build + i
 lint: test-deps ## rustfmt, clippy and ruff
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
-	$(PY) -m ruff check python tests benches examples deploy
-	$(PY) -m ruff format --check python tests benches examples deploy
+	$(PY) -m ruff check python tests benches examples deploy tools
+	$(PY) -m ruff format --check python tests benches examples deploy tools
 
 .PHONY: format
 format: test-deps ## Format Rust and Python code
 	cargo fmt --all
-	$(PY) -m ruff format python tests benches examples
+	$(PY) -m ruff format python tests benches examples deploy tools
 
 .PHONY: bench-kernels
 bench-kernels: ## criterion benchmarks of the kernels (sparse vs dense vs tract)

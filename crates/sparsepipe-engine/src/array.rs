@@ -40,7 +40,8 @@ impl DType {
         Some(match dt {
             DatumType::F32 => DType::F32,
             DatumType::F64 => DType::F64,
-            DatumType::I64 => DType::I64,
+            // ONNX int64 values that tract keeps symbolic until run time.
+            DatumType::I64 | DatumType::TDim => DType::I64,
             DatumType::I32 => DType::I32,
             DatumType::I16 => DType::I16,
             DatumType::I8 => DType::I8,
@@ -92,6 +93,10 @@ macro_rules! typed_data {
                 match self { $(Data::$variant(_) => DType::$variant),* }
             }
             pub(crate) fn from_tensor(t: &Tensor) -> Result<Data> {
+                if t.datum_type() == DatumType::TDim {
+                    let values = t.cast_to::<i64>().map_err(|e| Error::Engine(crate::error::chain(&e)))?;
+                    return Data::from_tensor(&values);
+                }
                 let plain = t.try_as_plain_ram().map_err(|e| Error::Engine(crate::error::chain(&e)))?;
                 let dt = DType::from_datum(t.datum_type()).ok_or_else(|| Error::Engine(format!(
                     "the model produced an output of type {:?}, which sparsepipe cannot return",

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use sparsepipe_kernels::Isa;
 use tract_core::internal::*;
 use tract_linalg::multithread::Executor;
-use tract_onnx::prelude::{Framework, InferenceModelExt};
 
 use crate::array::{Array, ArrayRef, DType, Data, Dim, TensorInfo};
 use crate::checks::{self, IndexBound};
 use crate::error::{chain, no_panic, Error, Result};
-use crate::passes::weight_matmul::{self, DenseBackend};
+use crate::load::{load_typed, resolve_model_path};
+use crate::passes::{
+    self,
+    weight_matmul::{self, DenseBackend},
+};
 use crate::report::LayerReport;
 use crate::threads::{self, SharedPool};
 
@@ -105,12 +108,14 @@ impl Engine {
             Some(b) => fix_batch(&typed, b).map_err(load_err(&path))?,
             None => typed,
         };
-        let mut typed = typed.into_decluttered().map_err(load_err(&path))?;
+        let mut typed = typed;
+        passes::tdim_numeric::run(&mut typed).map_err(load_err(&path))?;
+        passes::guarded::declutter(&mut typed).map_err(load_err(&path))?;
         let index_bounds = checks::index_bounds(&typed).map_err(load_err(&path))?;
         let cfg =
             weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
         let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
-        typed.optimize().map_err(load_err(&path))?;
+        passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =
             RunOptions { executor: Some(Executor::MultiThread(pool.pool().clone())), ..Default::default() };
         let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
@@ -328,87 +333,6 @@ fn load_err(path: &Path) -> impl Fn(tract_core::prelude::TractError) -> Error + 
             chain(&e)
         ))
     }
-}
-
-/// `path` itself when it is a file, `path/model.onnx` when it is a directory.
-fn resolve_model_path(path: &Path) -> Result<PathBuf> {
-    if path.is_dir() {
-        let f = path.join("model.onnx");
-        if f.is_file() {
-            return Ok(f);
-        }
-        return Err(Error::ModelLoad(format!(
-            "{} is a directory without a model.onnx; pass the path of an .onnx file or of a \
-             directory that contains model.onnx",
-            path.display()
-        )));
-    }
-    if !path.exists() {
-        return Err(Error::ModelLoad(format!(
-            "model file not found: {}; check the path (relative paths are relative to the current \
-             directory, {})",
-            path.display(),
-            std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
-        )));
-    }
-    Ok(path.to_path_buf())
-}
-
-/// Parses the ONNX file, reports unsupported operators, and types the model.
-fn load_typed(path: &Path) -> Result<TypedModel> {
-    let bytes = std::fs::read(path).map_err(|e| Error::ModelLoad(format!("could not read {}: {e}", path.display())))?;
-    if bytes.is_empty() {
-        return Err(Error::ModelLoad(format!("{} is empty; it is not an ONNX model", path.display())));
-    }
-    let onnx = tract_onnx::onnx();
-    let proto = onnx.proto_model_for_read(&mut &*bytes).map_err(|e| {
-        Error::ModelLoad(format!(
-            "{} is not a valid ONNX model (the file may be truncated or in another format): {}",
-            path.display(),
-            chain(&e)
-        ))
-    })?;
-    if proto.graph.as_ref().is_none_or(|g| g.node.is_empty() && g.output.is_empty()) {
-        return Err(Error::ModelLoad(format!(
-            "{} holds no ONNX graph (the file may be truncated or not an ONNX model)",
-            path.display()
-        )));
-    }
-    if !proto.opset_import.iter().any(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
-        return Err(Error::ModelLoad(format!(
-            "{} declares no ONNX opset (opset_import has no entry for the default domain), so its \
-             operators cannot be interpreted; the file may be truncated, or re-export it with an opset",
-            path.display()
-        )));
-    }
-    let model = onnx
-        .model_for_proto_model_with_model_template(&proto, Default::default())
-        .map_err(|e| Error::ModelLoad(format!("could not load the ONNX graph in {}: {}", path.display(), chain(&e))))?;
-    let unsupported: Vec<String> = model
-        .nodes()
-        .iter()
-        .filter_map(|n| {
-            let op = n.op.name();
-            op.strip_prefix("Unimplemented(").map(|t| format!("{} (node '{}')", t.trim_end_matches(')'), n.name))
-        })
-        .collect();
-    if !unsupported.is_empty() {
-        return Err(Error::ModelLoad(format!(
-            "{} uses {} operator(s) sparsepipe does not support: {}. Re-export the model without \
-             them (e.g. a lower opset, or replace custom ops with standard ONNX ones)",
-            path.display(),
-            unsupported.len(),
-            unsupported.join(", ")
-        )));
-    }
-    model.into_typed().map_err(|e| {
-        Error::ModelLoad(format!(
-            "could not infer the types and shapes of {}: {}. Check the model's input shapes \
-             (onnx.checker.check_model(model, full_check=True) helps)",
-            path.display(),
-            chain(&e)
-        ))
-    })
 }
 
 fn io_infos(model: &TypedModel, outlets: &[OutletId], inputs: bool) -> Result<Vec<TensorInfo>> {

@@ -1,4 +1,6 @@
-//! Graph passes run between tract's declutter and optimize, one per file.
+//! Graph passes, one per file: tract's declutter (guarded) and ours, run between it and optimize.
 
 pub mod epilogue;
+pub(crate) mod guarded;
+pub(crate) mod tdim_numeric;
 pub mod weight_matmul;

@@ -1,0 +1,214 @@
+//! Reading an ONNX file into a typed tract model: path resolution, the checks that turn a bad or
+//! unsupported file into a clear error, the ONNX-level rewrites and external data.
+
+use std::path::{Path, PathBuf};
+
+use tract_core::internal::*;
+use tract_onnx::pb::{GraphProto, ModelProto};
+use tract_onnx::prelude::{Framework, InferenceModelExt};
+
+use crate::error::{chain, Error, Result};
+use crate::{external_data, normalize};
+
+/// onnxruntime contrib (`com.microsoft`) operators that tract runs with onnxruntime's semantics,
+/// each checked against onnxruntime by a test: the element-wise and normalisation ones.
+const CONTRIB_OPS: &[&str] =
+    &["BiasGelu", "FastGelu", "Gelu", "QuickGelu", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization"];
+
+/// Operator domains tract reads besides the contrib one.
+const STANDARD_DOMAINS: &[&str] = &["", "ai.onnx", "ai.onnx.ml"];
+
+/// `path` itself when it is a file, `path/model.onnx` when it is a directory.
+pub(crate) fn resolve_model_path(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        let f = path.join("model.onnx");
+        if f.is_file() {
+            return Ok(f);
+        }
+        return Err(Error::ModelLoad(format!(
+            "{} is a directory without a model.onnx; pass the path of an .onnx file or of a \
+             directory that contains model.onnx",
+            path.display()
+        )));
+    }
+    if !path.exists() {
+        return Err(Error::ModelLoad(format!(
+            "model file not found: {}; check the path (relative paths are relative to the current \
+             directory, {})",
+            path.display(),
+            std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Parses the ONNX file, reports unsupported operators, rewrites what tract cannot type, reads
+/// external data from the file's directory, and types the model.
+pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
+    let mut proto = read_proto(path)?;
+    let (mut unsupported, mut advice) = foreign_ops(&proto);
+    normalize::normalize(&mut proto);
+    let model_dir = if external_data::has_external_data(&proto) {
+        external_data::check(&proto, path)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(dir.to_str().map(str::to_owned).ok_or_else(|| {
+            Error::ModelLoad(format!(
+                "the directory of {} is not valid UTF-8, so its external data cannot be located; \
+                 move the model to a directory with a UTF-8 name",
+                path.display()
+            ))
+        })?)
+    } else {
+        None
+    };
+    let onnx = tract_onnx::onnx();
+    let parsed = match onnx.parse_with_template(&proto, model_dir.as_deref(), Default::default()) {
+        Ok(parsed) => parsed,
+        Err(_) if !unsupported.is_empty() => return Err(unsupported_error(path, &unsupported, &advice)),
+        Err(e) => {
+            return Err(Error::ModelLoad(format!(
+                "could not load the ONNX graph in {}: {}",
+                path.display(),
+                chain(&e)
+            )))
+        }
+    };
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(Error::ModelLoad(format!(
+            "{}: the graph reads tensors nothing produces: {}. The file is incomplete; re-export it",
+            path.display(),
+            parsed.unresolved_inputs.join(", ")
+        )));
+    }
+    let model = parsed.model;
+    let unimplemented: Vec<String> = model
+        .nodes()
+        .iter()
+        .filter(|n| !unsupported.iter().any(|u| u.contains(&format!("(node '{}')", n.name))))
+        .filter_map(|n| {
+            let op = n.op.name();
+            op.strip_prefix("Unimplemented(").map(|t| format!("{} (node '{}')", t.trim_end_matches(')'), n.name))
+        })
+        .collect();
+    if !unimplemented.is_empty() {
+        advice.push(
+            "re-export the model without them (e.g. a lower opset, or replace custom ops with \
+             standard ONNX ones)"
+                .into(),
+        );
+        unsupported.extend(unimplemented);
+    }
+    if !unsupported.is_empty() {
+        return Err(unsupported_error(path, &unsupported, &advice));
+    }
+    model.into_typed().map_err(|e| {
+        Error::ModelLoad(format!(
+            "could not infer the types and shapes of {}: {}. Check the model's input shapes \
+             (onnx.checker.check_model(model, full_check=True) helps)",
+            path.display(),
+            chain(&e)
+        ))
+    })
+}
+
+/// The file's `ModelProto`, after the checks that tell a damaged or foreign file apart.
+fn read_proto(path: &Path) -> Result<ModelProto> {
+    let bytes = std::fs::read(path).map_err(|e| Error::ModelLoad(format!("could not read {}: {e}", path.display())))?;
+    if bytes.is_empty() {
+        return Err(Error::ModelLoad(format!("{} is empty; it is not an ONNX model", path.display())));
+    }
+    let proto = tract_onnx::onnx().proto_model_for_read(&mut &*bytes).map_err(|e| {
+        Error::ModelLoad(format!(
+            "{} is not a valid ONNX model (the file may be truncated or in another format): {}",
+            path.display(),
+            chain(&e)
+        ))
+    })?;
+    if proto.graph.as_ref().is_none_or(|g| g.node.is_empty() && g.output.is_empty()) {
+        return Err(Error::ModelLoad(format!(
+            "{} holds no ONNX graph (the file may be truncated or not an ONNX model)",
+            path.display()
+        )));
+    }
+    if !proto.opset_import.iter().any(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
+        return Err(Error::ModelLoad(format!(
+            "{} declares no ONNX opset (opset_import has no entry for the default domain), so its \
+             operators cannot be interpreted; the file may be truncated, or re-export it with an opset",
+            path.display()
+        )));
+    }
+    Ok(proto)
+}
+
+/// Every node outside the standard domains that tract would not run with its exporter's meaning
+/// (onnxruntime's fused transformer operators such as `Attention` and `EmbedLayerNormalization`,
+/// custom operators, model-local functions), and what to do about each kind.
+fn foreign_ops(proto: &ModelProto) -> (Vec<String>, Vec<String>) {
+    let mut refused: Vec<String> = vec![];
+    let mut contrib = false;
+    let mut functions = false;
+    let mut custom = false;
+    if let Some(g) = &proto.graph {
+        collect_foreign(g, proto, &mut refused, [&mut contrib, &mut functions, &mut custom]);
+    }
+    let mut advice = vec![];
+    if contrib {
+        advice.push(format!(
+            "onnxruntime's fused operators come from an optimised graph (onnxruntime.transformers \
+             optimizer, or `optimum-cli export onnx --optimize O2` and above): export a plain graph \
+             instead (`optimum-cli export onnx` without --optimize, or `torch.onnx.export`). Of the \
+             com.microsoft operators sparsepipe runs {}",
+            CONTRIB_OPS.join(", ")
+        ));
+    }
+    if functions {
+        advice.push(
+            "model-local functions can be inlined with `onnx.inliner.inline_local_functions(model)` \
+             and the result saved"
+                .into(),
+        );
+    }
+    if custom {
+        advice.push("custom operators must be replaced with standard ONNX ones".into());
+    }
+    (refused, advice)
+}
+
+/// The one error listing every operator sparsepipe cannot run, with what to do.
+fn unsupported_error(path: &Path, ops: &[String], advice: &[String]) -> Error {
+    Error::ModelLoad(format!(
+        "{} uses {} operator(s) sparsepipe does not support: {}. {}",
+        path.display(),
+        ops.len(),
+        ops.join(", "),
+        advice.join("; ")
+    ))
+}
+
+fn collect_foreign(graph: &GraphProto, proto: &ModelProto, refused: &mut Vec<String>, kinds: [&mut bool; 3]) {
+    let [contrib, functions, custom] = kinds;
+    for node in &graph.node {
+        let domain = node.domain.as_str();
+        let is_function = proto
+            .functions
+            .iter()
+            .any(|f| f.name.as_deref() == Some(node.op_type.as_str()) && f.domain.as_deref().unwrap_or("") == domain);
+        if is_function {
+            *functions = true;
+            refused.push(format!("{domain}::{} (a model-local function, node '{}')", node.op_type, node.name));
+        } else if domain == "com.microsoft" {
+            if !CONTRIB_OPS.contains(&node.op_type.as_str()) {
+                *contrib = true;
+                refused.push(format!("com.microsoft::{} (node '{}')", node.op_type, node.name));
+            }
+        } else if !STANDARD_DOMAINS.contains(&domain) {
+            *custom = true;
+            refused.push(format!("{domain}::{} (node '{}')", node.op_type, node.name));
+        }
+        for attr in &node.attribute {
+            for g in attr.g.iter().chain(&attr.graphs) {
+                collect_foreign(g, proto, refused, [&mut *contrib, &mut *functions, &mut *custom]);
+            }
+        }
+    }
+}
