@@ -2,7 +2,9 @@
 
 The model is tests/onnx_models.py's ``bert`` at BERT-base shape (12 layers, hidden 768, 12 heads,
 FFN 3072, vocab 30522) with random weights, magnitude-pruned to each requested sparsity and cached
-as ``<cache-dir>/bert-base-s<sparsity>.onnx``. For every (sparsity, batch, threads) the engines
+as ``<cache-dir>/bert-base-s<sparsity>.onnx``; with ``--models synth`` (in the default) also the
+HF-export-shaped BERT-base that ``../shared/bench/synth_models.py bert`` writes (skipped with a
+message when ``../shared`` is absent). For every (sparsity, batch, threads) the engines
 run interleaved on identical inputs: each round runs every engine once, the order rotating from
 round to round, with a short pause between runs so no engine's spinning threads overlap the next
 one. The table gives the median latency per engine and the ratios to sparsepipe.
@@ -43,6 +45,8 @@ import numpy as np
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "True")
 
 REPO = Path(__file__).resolve().parents[1]
+SYNTH = REPO.parent / "shared" / "bench" / "synth_models.py"
+MODELS = ("builder", "synth")
 WORKER = Path(__file__).with_name("_deepsparse_worker.py")
 ENGINES = ("sparsepipe", "onnxruntime", "deepsparse")
 BASE_SHAPE = {"hidden": 768, "heads": 12, "intermediate": 3072, "vocab_size": 30522}
@@ -148,6 +152,33 @@ def ensure_model(
     om.save(model, cache_dir, path.name)
     log(f"built {path} in {time.perf_counter() - start:.1f} s")
     return path
+
+
+def ensure_synth_model(cache_dir: Path, sparsity: float) -> Path | None:
+    """Return ../shared/bench/synth_models.py's HF-export-shaped BERT-base at `sparsity` (built
+    once into the cache), or None when ../shared is absent."""
+    if not SYNTH.is_file():
+        log(f"skipping the synth model: {SYNTH} is absent (../shared sits beside the repository)")
+        return None
+    path = cache_dir / f"synth-bert-base-s{sparsity:g}.onnx"
+    if not path.exists():
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, str(SYNTH), "bert", str(path), f"{sparsity:g}"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        log(f"built {path} in {time.perf_counter() - start:.1f} s")
+    return path
+
+
+def input_names(path: Path) -> list[str]:
+    """The graph inputs of the ONNX file at `path` (initializers excluded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
 
 
 def static_copy(src: Path, dst: Path, batch: int, seq: int) -> Path:
@@ -476,7 +507,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--deepsparse-python", help="Python of a venv with deepsparse installed")
     parser.add_argument("--pause-ms", type=float, default=5.0, help="idle time between runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--models",
+        default="builder,synth",
+        help="comma-separated: builder (tests/onnx_models.py's bert at the shape above), synth "
+        "(../shared/bench/synth_models.py bert: HF-export-shaped BERT-base)",
+    )
     args = parser.parse_args(argv)
+    models = parse_list(args.models, str)
+    if not models or any(m not in MODELS for m in models):
+        parser.error(f"--models: choose from {', '.join(MODELS)}")
 
     sparsities = parse_list(args.sparsities, float)
     batches = parse_list(args.batches, int)
@@ -533,7 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- Python {platform.python_version()}, {machine['platform']}",
         f"- engines: {'; '.join(descriptions[e] for e in ENGINES)}",
         (
-            f"- model: BERT, {args.layers} layers, hidden {args.hidden}, {args.heads} heads, "
+            f"- models: {', '.join(models)}; builder = BERT, {args.layers} layers, hidden "
+            f"{args.hidden}, {args.heads} heads, "
             f"FFN {args.ffn}, vocab {args.vocab}; random weights, unstructured magnitude pruning "
             "of every Q/K/V/O, FFN, pooler and classifier matrix"
         ),
@@ -546,8 +587,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(header), flush=True)
 
     results: list[dict[str, Any]] = []
-    for sparsity in sparsities:
-        path = ensure_model(om, cache_dir, sparsity, args.layers, shape, max(seqs))
+    points = [(m, s) for m in models for s in sparsities]
+    for model_kind, sparsity in points:
+        if model_kind == "synth":
+            found = ensure_synth_model(cache_dir, sparsity)
+            if found is None:
+                continue
+            path = found
+        else:
+            path = ensure_model(om, cache_dir, sparsity, args.layers, shape, max(seqs))
         for threads in threads_list:
             shared: list[Runner] = []
             if "sparsepipe" in engines:
@@ -559,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rec = bench_one(
                         om, args, path, sparsity, batch, seq, threads, shared, ds_mode, engines
                     )
+                    rec["model"] = model_kind
                     results.append(rec)
                     log(table_row(rec))
             for runner in shared:
@@ -593,10 +642,11 @@ def bench_one(
     engines: Sequence[str],
 ) -> dict[str, Any]:
     """Time every engine on one (sparsity, batch, seq, threads) point and return the record."""
-    order = ["input_ids", "attention_mask", "token_type_ids"]
+    order = input_names(path)
     feeds = om.sample_inputs(
         "bert", batch, seq, rng=1000 * batch + seq, vocab_size=args.vocab, max_position=seq
     )
+    feeds = {name: feeds[name] for name in order}
     runners = list(shared)
     extra: list[Runner] = []
     static = None
@@ -657,10 +707,10 @@ def bench_one(
 
 TABLE_HEAD = (
     (
-        "| sparsity | batch | seq | threads | sparsepipe ms | onnxruntime ms | deepsparse ms "
-        "| ort/sp | ds/sp | sp max abs diff vs ort | sp kernels |"
+        "| model | sparsity | batch | seq | threads | sparsepipe ms | onnxruntime ms "
+        "| deepsparse ms | ort/sp | ds/sp | sp max abs diff vs ort | sp kernels |"
     ),
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
 )
 
 
@@ -670,6 +720,7 @@ def table_row(rec: dict[str, Any]) -> str:
     sp, ort, ds = med.get("sparsepipe"), med.get("onnxruntime"), med.get("deepsparse")
     diff = rec["max_abs_diff_vs_onnxruntime"].get("sparsepipe")
     cells = [
+        rec.get("model", "builder"),
         f"{rec['sparsity']:g}",
         str(rec["batch"]),
         str(rec["seq"]),

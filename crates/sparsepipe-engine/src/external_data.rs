@@ -41,7 +41,7 @@ fn is_external(t: &TensorProto) -> bool {
 }
 
 /// Calls `f` on every tensor of `graph` and its subgraphs: initializers and tensor attributes.
-fn visit_tensors(graph: &GraphProto, f: &mut dyn FnMut(&TensorProto)) {
+pub(crate) fn visit_tensors(graph: &GraphProto, f: &mut dyn FnMut(&TensorProto)) {
     graph.initializer.iter().for_each(&mut *f);
     for node in &graph.node {
         for attr in &node.attribute {
@@ -121,22 +121,29 @@ fn check_tensor(
     };
     let available = size.saturating_sub(offset);
     let claimed = length.unwrap_or(available);
-    if offset > size || claimed > available {
+    let needed = length.or(expected_bytes(t)).unwrap_or(claimed);
+    if offset > size || needed > available {
         return Err(Error::ModelLoad(format!(
-            "{}: tensor '{name}' needs {claimed} bytes at offset {offset} of {}, but the file has \
+            "{}: tensor '{name}' needs {needed} bytes at offset {offset} of {}, but the file has \
              {size} bytes: the external data file is truncated (an interrupted copy?); copy it again",
             model_path.display(),
             file.display()
         )));
     }
-    match expected_bytes(t) {
-        Some(expected) if claimed != expected => Err(bad(format!(
+    let Some(expected) = expected_bytes(t) else {
+        return Err(bad(format!(
+            "its element type (ONNX data type {}) has no fixed size, so it cannot be stored externally",
+            t.data_type
+        )));
+    };
+    if claimed != expected {
+        return Err(bad(format!(
             "{} {claimed} bytes of '{location}' while its shape {:?} and type take {expected} bytes",
             if length.is_some() { "its 'length' gives" } else { "with no 'length' it would read the remaining" },
             t.dims
-        ))),
-        _ => Ok(()),
+        )));
     }
+    Ok(())
 }
 
 /// Bytes a tensor's data takes, for fixed-size element types.

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use tract_core::internal::*;
-use tract_onnx::pb::{GraphProto, ModelProto};
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
 use tract_onnx::prelude::{Framework, InferenceModelExt};
 
 use crate::error::{chain, Error, Result};
@@ -46,8 +47,9 @@ pub(crate) fn resolve_model_path(path: &Path) -> Result<PathBuf> {
 /// external data from the file's directory, and types the model.
 pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
     let mut proto = read_proto(path)?;
+    check_string_tensors(&proto, path)?;
     let (mut unsupported, mut advice) = foreign_ops(&proto);
-    normalize::normalize(&mut proto);
+    normalize::normalize(&mut proto).map_err(|e| Error::ModelLoad(format!("{}: {e}", path.display())))?;
     let model_dir = if external_data::has_external_data(&proto) {
         external_data::check(&proto, path)?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -66,11 +68,7 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
         Ok(parsed) => parsed,
         Err(_) if !unsupported.is_empty() => return Err(unsupported_error(path, &unsupported, &advice)),
         Err(e) => {
-            return Err(Error::ModelLoad(format!(
-                "could not load the ONNX graph in {}: {}",
-                path.display(),
-                chain(&e)
-            )))
+            return Err(Error::ModelLoad(format!("could not load the ONNX graph in {}: {}", path.display(), chain(&e))))
         }
     };
     if !parsed.unresolved_inputs.is_empty() {
@@ -140,6 +138,26 @@ fn read_proto(path: &Path) -> Result<ModelProto> {
     Ok(proto)
 }
 
+/// Refuses string tensors stored as raw bytes, which ONNX does not allow (and tract cannot read).
+fn check_string_tensors(proto: &ModelProto, path: &Path) -> Result<()> {
+    let mut bad: Option<String> = None;
+    if let Some(g) = &proto.graph {
+        external_data::visit_tensors(g, &mut |t| {
+            if bad.is_none() && t.data_type == DataType::String as i32 && !t.raw_data.is_empty() {
+                bad = Some(t.name.clone());
+            }
+        });
+    }
+    match bad {
+        Some(name) => Err(Error::ModelLoad(format!(
+            "{}: string tensor '{name}' keeps its data in raw_data, which ONNX does not allow for \
+             strings (use string_data); the file is damaged or was written by a non-conforming tool",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Every node outside the standard domains that tract would not run with its exporter's meaning
 /// (onnxruntime's fused transformer operators such as `Attention` and `EmbedLayerNormalization`,
 /// custom operators, model-local functions), and what to do about each kind.
@@ -195,20 +213,29 @@ fn collect_foreign(graph: &GraphProto, proto: &ModelProto, refused: &mut Vec<Str
             .any(|f| f.name.as_deref() == Some(node.op_type.as_str()) && f.domain.as_deref().unwrap_or("") == domain);
         if is_function {
             *functions = true;
-            refused.push(format!("{domain}::{} (a model-local function, node '{}')", node.op_type, node.name));
+            refused.push(format!("{domain}::{} (a model-local function, node '{}')", node.op_type, node_name(node)));
         } else if domain == "com.microsoft" {
             if !CONTRIB_OPS.contains(&node.op_type.as_str()) {
                 *contrib = true;
-                refused.push(format!("com.microsoft::{} (node '{}')", node.op_type, node.name));
+                refused.push(format!("com.microsoft::{} (node '{}')", node.op_type, node_name(node)));
             }
         } else if !STANDARD_DOMAINS.contains(&domain) {
             *custom = true;
-            refused.push(format!("{domain}::{} (node '{}')", node.op_type, node.name));
+            refused.push(format!("{domain}::{} (node '{}')", node.op_type, node_name(node)));
         }
         for attr in &node.attribute {
             for g in attr.g.iter().chain(&attr.graphs) {
                 collect_foreign(g, proto, refused, [&mut *contrib, &mut *functions, &mut *custom]);
             }
         }
+    }
+}
+
+/// The name tract gives the node: its own, else its first output's, else its operator's.
+fn node_name(node: &NodeProto) -> &str {
+    if !node.name.is_empty() {
+        &node.name
+    } else {
+        node.output.first().filter(|o| !o.is_empty()).unwrap_or(&node.op_type)
     }
 }

@@ -1,22 +1,33 @@
-//! ONNX-level rewrites applied before tract types the graph: constructs that tract-hir 0.23.9
-//! cannot type when several dimensions are symbolic become equivalent ones it can.
+//! ONNX-level rewrites applied before tract types the graph: constructs that tract 0.23.9
+//! cannot type or build become equivalent ones it can. One function per rewrite, each with why.
 //!
-//! Survey of tract-hir 0.23.9 and tract-onnx 0.23.9 for the restriction: `Flatten` is the one
-//! operator whose shape rule refuses an input with more than one symbolic dimension
+//! Survey of tract-hir 0.23.9 and tract-onnx 0.23.9 for the symbolic-shape restriction: `Flatten`
+//! is the one operator whose shape rule refuses an input with more than one symbolic dimension
 //! (`Flatten::compute_shape`: "Can not compute a shape with square of symbols"). `Reshape`,
 //! `Expand`, `Tile`, `ConstantOfShape`, `Range`, `Slice` (opset 10+) and `Shape` compute with
 //! symbolic dimension values and need no rewrite; the opset 1-9 `Slice` (attribute form) refuses a
 //! symbolic sliced axis, but tract picks that form from the model's opset, so it cannot be
 //! rewritten without changing the opset (a re-export at opset 10 or later fixes it).
 
-use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+use std::collections::{HashMap, HashSet};
 
-/// Rewrites every graph of `model` (subgraphs included) in place.
-pub(crate) fn normalize(model: &mut ModelProto) {
+use tract_onnx::pb::type_proto::Value;
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+};
+
+/// Rewrites every graph of `model` (subgraphs included) in place; an error names a node whose
+/// attributes make no sense for its input.
+pub(crate) fn normalize(model: &mut ModelProto) -> Result<(), String> {
     let opset = default_opset(model);
-    if let Some(graph) = model.graph.as_mut() {
-        normalize_graph(graph, opset);
+    let mut names = Names::default();
+    if let Some(graph) = model.graph.as_ref() {
+        names.collect(graph);
     }
+    if let Some(graph) = model.graph.as_mut() {
+        normalize_graph(graph, opset, &mut names)?;
+    }
+    Ok(())
 }
 
 /// The version of the default (`ai.onnx`) operator set the model imports; 0 when none.
@@ -24,18 +35,68 @@ fn default_opset(model: &ModelProto) -> i64 {
     model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version)
 }
 
-fn normalize_graph(graph: &mut GraphProto, opset: i64) {
-    for node in graph.node.iter_mut() {
-        for attr in node.attribute.iter_mut() {
-            if let Some(g) = attr.g.as_mut() {
-                normalize_graph(g, opset);
-            }
-            for g in attr.graphs.iter_mut() {
-                normalize_graph(g, opset);
+/// Every tensor name of the model (all scopes), so generated names never shadow one.
+#[derive(Debug, Default)]
+struct Names(HashSet<String>);
+
+impl Names {
+    fn collect(&mut self, graph: &GraphProto) {
+        let infos = graph.input.iter().chain(&graph.output).chain(&graph.value_info);
+        self.0.extend(infos.map(|v| v.name.clone()));
+        self.0.extend(graph.initializer.iter().map(|t| t.name.clone()));
+        for node in &graph.node {
+            self.0.extend(node.input.iter().chain(&node.output).cloned());
+            for attr in &node.attribute {
+                for g in attr.g.iter().chain(&attr.graphs) {
+                    self.collect(g);
+                }
             }
         }
     }
-    flatten_to_reshape(graph, opset);
+
+    /// `base`, or `base` with the first counter that makes it unused; reserved from then on.
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut i = 1;
+        while self.0.contains(&name) {
+            name = format!("{base}_{i}");
+            i += 1;
+        }
+        self.0.insert(name.clone());
+        name
+    }
+}
+
+fn normalize_graph(graph: &mut GraphProto, opset: i64, names: &mut Names) -> Result<(), String> {
+    for node in graph.node.iter_mut() {
+        for attr in node.attribute.iter_mut() {
+            if let Some(g) = attr.g.as_mut() {
+                normalize_graph(g, opset, names)?;
+            }
+            for g in attr.graphs.iter_mut() {
+                normalize_graph(g, opset, names)?;
+            }
+        }
+    }
+    flatten_to_reshape(graph, opset, names)?;
+    skip_layer_norm_zero_beta(graph, names);
+    Ok(())
+}
+
+/// Declared ranks of the graph's tensors (inputs, outputs, value_info with a shape).
+fn declared_ranks(graph: &GraphProto) -> HashMap<&str, usize> {
+    let rank = |v: &ValueInfoProto| match v.r#type.as_ref()?.value.as_ref()? {
+        Value::TensorType(t) => t.shape.as_ref().map(|s| s.dim.len()),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    graph
+        .input
+        .iter()
+        .chain(&graph.output)
+        .chain(&graph.value_info)
+        .filter_map(|v| Some((v.name.as_str(), rank(v)?)))
+        .collect()
 }
 
 /// `Flatten(x, axis)` → `Reshape`s with computed shapes.
@@ -51,11 +112,12 @@ fn normalize_graph(graph: &mut GraphProto, opset: i64) {
 ///   `Gather(Shape(y), [axis])` merges the leading ones;
 /// - `axis < 0`: the leading dimensions are read by `Slice(Shape(x), [0], [axis])` instead of
 ///   written as zeros (opset 10+, where `Slice` takes inputs; older graphs keep their `Flatten`).
-fn flatten_to_reshape(graph: &mut GraphProto, opset: i64) {
+fn flatten_to_reshape(graph: &mut GraphProto, opset: i64, names: &mut Names) -> Result<(), String> {
     // Reshape takes its shape as an input from opset 5 on.
     if opset != 0 && opset < 5 {
-        return;
+        return Ok(());
     }
+    let ranks: HashMap<String, usize> = declared_ranks(graph).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let mut out: Vec<NodeProto> = Vec::with_capacity(graph.node.len());
     let mut constants: Vec<TensorProto> = vec![];
     for node in std::mem::take(&mut graph.node) {
@@ -65,11 +127,19 @@ fn flatten_to_reshape(graph: &mut GraphProto, opset: i64) {
             out.push(node);
             continue;
         }
-        let x = node.input[0].clone();
-        let y = node.output[0].clone();
+        let (x, y) = (node.input[0].clone(), node.output[0].clone());
+        if let Some(&rank) = ranks.get(&x) {
+            if axis < -(rank as i64) || axis > rank as i64 {
+                return Err(format!(
+                    "Flatten node '{}' has axis={axis}, but its input '{x}' has rank {rank}: axis must be \
+                     in [-{rank}, {rank}]; fix the axis attribute or re-export the model",
+                    node.name
+                ));
+            }
+        }
+        let node_name = if node.name.is_empty() { y.clone() } else { node.name.clone() };
         let base = format!("{y}__sparsepipe_flatten");
-        let name = |suffix: &str| format!("{base}_{suffix}");
-        let node_name = if node.name.is_empty() { base.clone() } else { node.name.clone() };
+        let mut fresh = |suffix: &str| names.fresh(&format!("{base}_{suffix}"));
         let mut new = |op: &str, inputs: Vec<String>, output: String, suffix: &str| {
             let mut node = plain_node(op, &format!("{node_name}/{suffix}"), inputs, vec![output]);
             if op == "Concat" {
@@ -77,40 +147,65 @@ fn flatten_to_reshape(graph: &mut GraphProto, opset: i64) {
             }
             out.push(node);
         };
-        match axis {
-            0 | 1 => {
-                let spec = if axis == 0 { [1, -1] } else { [0, -1] };
-                constants.push(int64_tensor(&name("shape"), &spec));
-                new("Reshape", vec![x, name("shape")], y, "reshape");
+        if axis == 0 || axis == 1 {
+            let shape = fresh("shape");
+            constants.push(int64_tensor(&shape, &if axis == 0 { [1, -1] } else { [0, -1] }));
+            new("Reshape", vec![x, shape], y, "reshape");
+        } else {
+            let merged_tail = fresh("tail_merged");
+            if axis > 0 {
+                let mut spec = vec![0i64; axis as usize];
+                spec.push(-1);
+                let shape1 = fresh("shape1");
+                constants.push(int64_tensor(&shape1, &spec));
+                new("Reshape", vec![x, shape1], merged_tail.clone(), "merge_tail");
+            } else {
+                let [zero, end, minus_one, x_shape, head, shape1] =
+                    ["zero", "axis", "minus_one", "x_shape", "head", "shape1"].map(&mut fresh);
+                constants.push(int64_tensor(&zero, &[0]));
+                constants.push(int64_tensor(&end, &[axis]));
+                constants.push(int64_tensor(&minus_one, &[-1]));
+                new("Shape", vec![x.clone()], x_shape.clone(), "shape_x");
+                new("Slice", vec![x_shape, zero, end], head.clone(), "head");
+                new("Concat", vec![head, minus_one], shape1.clone(), "shape1");
+                new("Reshape", vec![x, shape1], merged_tail.clone(), "merge_tail");
             }
-            _ => {
-                let merged_tail = name("tail_merged");
-                if axis > 0 {
-                    let mut spec = vec![0i64; axis as usize];
-                    spec.push(-1);
-                    constants.push(int64_tensor(&name("shape1"), &spec));
-                    new("Reshape", vec![x, name("shape1")], merged_tail.clone(), "merge_tail");
-                } else {
-                    constants.push(int64_tensor(&name("zero"), &[0]));
-                    constants.push(int64_tensor(&name("axis"), &[axis]));
-                    constants.push(int64_tensor(&name("minus_one"), &[-1]));
-                    new("Shape", vec![x.clone()], name("x_shape"), "shape_x");
-                    new("Slice", vec![name("x_shape"), name("zero"), name("axis")], name("head"), "head");
-                    new("Concat", vec![name("head"), name("minus_one")], name("shape1"), "shape1");
-                    new("Reshape", vec![x, name("shape1")], merged_tail.clone(), "merge_tail");
-                }
-                // `merged_tail` has rank `r + 1` for a negative axis too; its last dimension is the tail.
-                constants.push(int64_tensor(&name("last"), &[-1]));
-                constants.push(int64_tensor(&name("lead"), &[-1]));
-                new("Shape", vec![merged_tail.clone()], name("merged_shape"), "shape_merged");
-                new("Gather", vec![name("merged_shape"), name("last")], name("tail"), "tail");
-                new("Concat", vec![name("lead"), name("tail")], name("shape2"), "shape2");
-                new("Reshape", vec![merged_tail, name("shape2")], y, "merge_head");
-            }
+            // `merged_tail` is `[d0 .. d(axis-1), tail]`: its last dimension is the tail.
+            let [last, lead, merged_shape, tail, shape2] =
+                ["last", "lead", "merged_shape", "tail", "shape2"].map(&mut fresh);
+            constants.push(int64_tensor(&last, &[-1]));
+            constants.push(int64_tensor(&lead, &[-1]));
+            new("Shape", vec![merged_tail.clone()], merged_shape.clone(), "shape_merged");
+            new("Gather", vec![merged_shape, last], tail.clone(), "tail");
+            new("Concat", vec![lead, tail], shape2.clone(), "shape2");
+            new("Reshape", vec![merged_tail, shape2], y, "merge_head");
         }
     }
     graph.node = out;
     graph.initializer.extend(constants);
+    Ok(())
+}
+
+/// `SkipLayerNormalization(x, skip, gamma, "", bias)` (com.microsoft) gets an explicit zero
+/// `beta` (`Sub(gamma, gamma)`).
+///
+/// Why: tract-onnx 0.23.9's builder drops the empty `beta` input and then reads `bias` at input
+/// position 4, past the end, which panics. onnxruntime's optimizer writes this form when a
+/// LayerNorm has no shift.
+fn skip_layer_norm_zero_beta(graph: &mut GraphProto, names: &mut Names) {
+    let mut out: Vec<NodeProto> = Vec::with_capacity(graph.node.len());
+    for mut node in std::mem::take(&mut graph.node) {
+        let has = |i: usize| node.input.get(i).is_some_and(|n| !n.is_empty());
+        if node.domain == "com.microsoft" && node.op_type == "SkipLayerNormalization" && has(4) && !has(3) && has(2) {
+            let beta = names.fresh(&format!("{}__sparsepipe_zero_beta", node.input[2]));
+            let gamma = node.input[2].clone();
+            let name = names.fresh(&format!("{}/zero_beta", node.name));
+            out.push(plain_node("Sub", &name, vec![gamma.clone(), gamma], vec![beta.clone()]));
+            node.input[3] = beta;
+        }
+        out.push(node);
+    }
+    graph.node = out;
 }
 
 fn is_default_domain(domain: &str) -> bool {

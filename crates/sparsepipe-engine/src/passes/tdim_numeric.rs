@@ -12,7 +12,7 @@ use tract_core::internal::*;
 use tract_core::ops::cast::cast;
 
 /// Operators (by tract name) evaluated only on numbers.
-const NUMERIC_ONLY: &[&str] = &["CumSum"];
+const NUMERIC_ONLY: &[&str] = &["CumSum", "Topk"];
 
 /// Wraps each [`NUMERIC_ONLY`] node that takes a `TDim` input in `i64` casts.
 pub(crate) fn run(model: &mut TypedModel) -> TractResult<()> {
