@@ -564,3 +564,16 @@ def test_gelu_after_a_weight_matmul_is_fused(
     for threads in (1, 2):
         engine = sparsepipe.Engine(bert.path, num_threads=threads)
         assert_close(engine(feeds), ref, engine.output_names, context=f"threads={threads}")
+
+
+def test_broadcast_and_residual_adds_run_on_our_add(
+    bert: Loaded, ort_run: Callable[..., Any], assert_close: Callable[..., None]
+) -> None:
+    """The attention-mask add ([B, H, S, S] + [B, 1, 1, S]) and the residual adds after our
+    linears run on sparsepipe's row-parallel add, and the model still matches onnxruntime."""
+    feeds = bert.feeds(3, 40, seed=5)
+    for threads in (1, 2):
+        engine = sparsepipe.Engine(bert.path, num_threads=threads)
+        ops = {r["op"] for r in engine.profile(feeds, iterations=1)}
+        assert "SparsepipeAdd" in ops, ops
+        assert_close(engine(feeds), ort_run(bert.path, feeds), context=f"threads={threads}")

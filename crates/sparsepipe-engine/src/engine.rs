@@ -115,6 +115,7 @@ impl Engine {
         let cfg =
             weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
         let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
+        passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =
             RunOptions { executor: Some(Executor::MultiThread(pool.pool().clone())), ..Default::default() };

@@ -1,6 +1,7 @@
 //! The sparsepipe engine: loads ONNX with tract, swaps constant-weight matmuls for our sparse
 //! and dense kernels, and runs the plan on one shared rayon pool. No Python in here.
 
+mod add_op;
 pub mod array;
 mod checks;
 pub mod engine;
