@@ -97,3 +97,31 @@ def test_90_percent_pruned_matches_onnxruntime(name, pruned_dir, ort_run, assert
         assert any(r["kernel"] == "sparse" for r in engine.sparsity_report()), (
             "no weight runs on the sparse kernel"
         )
+
+
+ORT_OPTIMIZED = [
+    "tf5-legacy-op17-bert-seqcls",
+    "tf5-legacy-op17-distilbert-qa",
+    "tf5-legacy-op17-albert-tokcls",
+    "tf5-legacy-op17-roberta-seqcls",
+    "tf5-legacy-op17-vit-imgcls",
+    "tf4-legacy-op14-bert-seqcls",
+]
+
+
+@pytest.mark.parametrize("name", [n for n in ORT_OPTIMIZED if n in MODELS])
+def test_graphs_optimised_by_onnxruntime_run(name, tmp_path, ort_run, assert_close):
+    """onnxruntime's extended graph optimizations write com.microsoft FusedMatMul, FusedGemm,
+    BiasGelu/FastGelu, ...: sparsepipe runs the saved graph and matches onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+
+    entry = MODELS[name]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "model.onnx")
+    ort.InferenceSession(str(DATA / entry["path"]), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "model.onnx"))
+    contrib = {n.op_type for n in optimized.graph.node if n.domain == "com.microsoft"}
+    assert contrib, "onnxruntime fused nothing; the test needs a graph with contrib operators"
+    _compare(tmp_path / "model.onnx", entry, ort_run, assert_close, f"ORT-optimised {contrib}")

@@ -448,6 +448,61 @@ def test_contrib_elementwise_and_normalisation_ops_match_onnxruntime(
         _check_against_ort(path, feeds, ort_run, assert_close)
 
 
+@pytest.mark.parametrize(("trans_a", "trans_b"), [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("alpha", [1.0, 0.125])
+def test_fused_matmul_runs_as_standard_ops(
+    trans_a, trans_b, alpha, tmp_path, ort_run, assert_close
+):
+    a_shape = ["batch", 2, 6, 5] if trans_a else ["batch", 2, 5, 6]
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape)
+    b_dims = [2, 4, 6] if trans_b else [2, 6, 4]
+    b = numpy_helper.from_array(RNG.standard_normal(b_dims).astype(np.float32), "b")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node(
+        "FusedMatMul", ["a", "b"], ["y"], domain=MS, alpha=alpha, transA=trans_a, transB=trans_b
+    )
+    path = _save(_model([node], [a], [y], [b], domains=[MS]), tmp_path)
+    rng = np.random.default_rng(6)
+    for batch in (1, 3):
+        shape = [batch, *a_shape[1:]]
+        feeds = {"a": rng.standard_normal(shape).astype(np.float32)}
+        _check_against_ort(path, feeds, ort_run, assert_close)
+
+
+@pytest.mark.parametrize(
+    ("activation", "params"),
+    [
+        ("Relu", {}),
+        ("Tanh", {}),
+        ("Sigmoid", {}),
+        ("LeakyRelu", {"activation_alpha": 0.1}),
+        ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.4}),
+    ],
+)
+def test_fused_gemm_runs_as_gemm_and_its_activation(
+    activation, params, tmp_path, ort_run, assert_close
+):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = numpy_helper.from_array(RNG.standard_normal((4, 6)).astype(np.float32), "w")
+    c = numpy_helper.from_array(RNG.standard_normal(4).astype(np.float32), "c")
+    attrs = {"transB": 1, "alpha": 0.7, "beta": 1.3, "activation": activation, **params}
+    node = helper.make_node("FusedGemm", ["x", "w", "c"], ["y"], domain=MS, **attrs)
+    path = _save(_model([node], [x], [y], [w, c], domains=[MS]), tmp_path)
+    feeds = {"x": np.random.default_rng(7).standard_normal((3, 6)).astype(np.float32)}
+    _check_against_ort(path, feeds, ort_run, assert_close)
+
+
+def test_fused_matmul_with_batch_transposes_is_refused(tmp_path):
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    b = numpy_helper.from_array(np.ones((4, 2), np.float32), "b")
+    node = helper.make_node("FusedMatMul", ["a", "b"], ["y"], domain=MS, transBatchA=1, name="fm")
+    path = _save(_model([node], [a], [y], [b], domains=[MS]), tmp_path)
+    with pytest.raises(ModelLoadError, match=r"com\.microsoft::FusedMatMul \(node 'fm'\)"):
+        sparsepipe.Engine(path)
+
+
 def test_fused_transformer_ops_get_one_error_listing_them(tmp_path):
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT32, ["batch", "sequence"])
     seg = helper.make_tensor_value_info("segment_ids", TensorProto.INT32, ["batch", "sequence"])

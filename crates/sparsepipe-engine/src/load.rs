@@ -48,8 +48,8 @@ pub(crate) fn resolve_model_path(path: &Path) -> Result<PathBuf> {
 pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
     let mut proto = read_proto(path)?;
     check_string_tensors(&proto, path)?;
-    let (mut unsupported, mut advice) = foreign_ops(&proto);
     normalize::normalize(&mut proto).map_err(|e| Error::ModelLoad(format!("{}: {e}", path.display())))?;
+    let (mut unsupported, mut advice) = foreign_ops(&proto);
     let model_dir = if external_data::has_external_data(&proto) {
         external_data::check(&proto, path)?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

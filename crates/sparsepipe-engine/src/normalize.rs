@@ -80,6 +80,8 @@ fn normalize_graph(graph: &mut GraphProto, opset: i64, names: &mut Names) -> Res
     }
     flatten_to_reshape(graph, opset, names)?;
     skip_layer_norm_zero_beta(graph, names);
+    fused_matmul_to_standard(graph, names);
+    fused_gemm_to_standard(graph, names);
     Ok(())
 }
 
@@ -206,6 +208,135 @@ fn skip_layer_norm_zero_beta(graph: &mut GraphProto, names: &mut Names) {
         out.push(node);
     }
     graph.node = out;
+}
+
+/// `FusedMatMul(a, b)` (com.microsoft) → `MatMul`, or `Einsum` when an operand is transposed,
+/// then `Mul` by `alpha` when it is not 1. Left as is (and so refused) with `transBatchA/B`.
+///
+/// Why: onnxruntime's graph optimizer (level extended, and Optimum's O2+) folds the attention
+/// scale into the score matmul this way; the standard form runs on tract and keeps the graph
+/// visible to our passes.
+fn fused_matmul_to_standard(graph: &mut GraphProto, names: &mut Names) {
+    let mut out: Vec<NodeProto> = Vec::with_capacity(graph.node.len());
+    for node in std::mem::take(&mut graph.node) {
+        let batch_transposed =
+            int_attr(&node, "transBatchA").unwrap_or(0) != 0 || int_attr(&node, "transBatchB").unwrap_or(0) != 0;
+        if node.domain != "com.microsoft"
+            || node.op_type != "FusedMatMul"
+            || node.input.len() != 2
+            || node.output.len() != 1
+            || batch_transposed
+        {
+            out.push(node);
+            continue;
+        }
+        let alpha = float_attr(&node, "alpha").unwrap_or(1.0);
+        let (ta, tb) = (int_attr(&node, "transA").unwrap_or(0) != 0, int_attr(&node, "transB").unwrap_or(0) != 0);
+        let y = node.output[0].clone();
+        let product = if alpha == 1.0 { y.clone() } else { names.fresh(&format!("{y}__sparsepipe_unscaled")) };
+        let name = names.fresh(&format!("{}/matmul", node_label(&node)));
+        let mut matmul = if ta || tb {
+            let mut n = plain_node("Einsum", &name, node.input.clone(), vec![product.clone()]);
+            let (a, b) = (if ta { "ji" } else { "ij" }, if tb { "kj" } else { "jk" });
+            n.attribute.push(AttributeProto {
+                name: "equation".into(),
+                r#type: AttributeType::String as i32,
+                s: format!("...{a},...{b}->...ik").into_bytes(),
+                ..Default::default()
+            });
+            n
+        } else {
+            plain_node("MatMul", &name, node.input.clone(), vec![product.clone()])
+        };
+        matmul.doc_string = node.doc_string.clone();
+        out.push(matmul);
+        if alpha != 1.0 {
+            let scale = names.fresh(&format!("{y}__sparsepipe_alpha"));
+            graph.initializer.push(float_scalar(&scale, alpha));
+            let name = names.fresh(&format!("{}/alpha", node_label(&node)));
+            out.push(plain_node("Mul", &name, vec![product, scale], vec![y]));
+        }
+    }
+    graph.node = out;
+}
+
+/// `FusedGemm(a, b, c)` (com.microsoft) → `Gemm` then its activation (`Relu`, `LeakyRelu`,
+/// `Sigmoid`, `Tanh`, `HardSigmoid`). Other activations are left as is (and so refused).
+///
+/// Why: onnxruntime's graph optimizer (level extended) fuses a Gemm with its activation this way
+/// (the BERT pooler's `Tanh`, classifier heads' `Relu`).
+fn fused_gemm_to_standard(graph: &mut GraphProto, names: &mut Names) {
+    let mut out: Vec<NodeProto> = Vec::with_capacity(graph.node.len());
+    for node in std::mem::take(&mut graph.node) {
+        let activation = node
+            .attribute
+            .iter()
+            .find(|a| a.name == "activation")
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+            .unwrap_or_default();
+        let known = ["", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid"].contains(&activation.as_str());
+        if node.domain != "com.microsoft" || node.op_type != "FusedGemm" || node.output.len() != 1 || !known {
+            out.push(node);
+            continue;
+        }
+        let y = node.output[0].clone();
+        let gemm_out = if activation.is_empty() { y.clone() } else { names.fresh(&format!("{y}__sparsepipe_gemm")) };
+        let name = names.fresh(&format!("{}/gemm", node_label(&node)));
+        let mut gemm = plain_node("Gemm", &name, node.input.clone(), vec![gemm_out.clone()]);
+        gemm.attribute = node
+            .attribute
+            .iter()
+            .filter(|a| ["alpha", "beta", "transA", "transB"].contains(&a.name.as_str()))
+            .cloned()
+            .collect();
+        out.push(gemm);
+        if !activation.is_empty() {
+            let name = names.fresh(&format!("{}/{activation}", node_label(&node)));
+            let mut act = plain_node(&activation, &name, vec![gemm_out], vec![y]);
+            let param = |key: &str, to: &str| {
+                float_attr(&node, key).map(|v| AttributeProto {
+                    name: to.into(),
+                    r#type: AttributeType::Float as i32,
+                    f: v,
+                    ..Default::default()
+                })
+            };
+            match activation.as_str() {
+                "LeakyRelu" => act.attribute.extend(param("activation_alpha", "alpha")),
+                "HardSigmoid" => {
+                    act.attribute.extend(param("activation_alpha", "alpha"));
+                    act.attribute.extend(param("activation_beta", "beta"));
+                }
+                _ => {}
+            }
+            out.push(act);
+        }
+    }
+    graph.node = out;
+}
+
+/// The node's name, else its first output's.
+fn node_label(node: &NodeProto) -> String {
+    if node.name.is_empty() {
+        node.output.first().cloned().unwrap_or_default()
+    } else {
+        node.name.clone()
+    }
+}
+
+fn float_attr(node: &NodeProto, name: &str) -> Option<f32> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
+}
+
+/// A float32 scalar initializer.
+fn float_scalar(name: &str, value: f32) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![],
+        data_type: tract_onnx::pb::tensor_proto::DataType::Float as i32,
+        float_data: vec![value],
+        ..Default::default()
+    }
 }
 
 fn is_default_domain(domain: &str) -> bool {
