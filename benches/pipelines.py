@@ -5,7 +5,7 @@ Workload: the 200 labelled movie-review sentences of ``../shared/samples/sentime
 default (``zoo:sentiment-minilm-sparse80``) and the token-classification default
 (``zoo:pii-ner-minilm``). Per (task, batch size, threads) every variant processes the whole
 workload once per round, rounds interleaved with rotating order; the table gives the median
-items/s and the ratio to sparsepipe's default pipeline.
+items/s and the ratio to sparsepipe's default pipeline, and the median latency of one call.
 
 Variants:
 
@@ -13,6 +13,9 @@ Variants:
 - ``sparsepipe s128``: the same pipeline padding every batch to 128 tokens (DeepSparse's default
   ``sequence_length``) — shows what dynamic padding buys;
 - ``onnxruntime``: the same pipeline with ``engine_type="onnxruntime"``;
+- ``ort by hand`` (text-classification): what a user writes without a pipeline library —
+  ``tokenizers`` (pad to the longest in the batch, truncate at 128), an onnxruntime session with
+  the same thread count, softmax and argmax in numpy;
 - ``deepsparse s128``: deepsparse 1.8 compiled at ``[batch, 128]`` (static shapes, as its
   pipelines run) on a copy of the model, in a worker process under ``--deepsparse-python``;
   its time is (number of batches) x (median engine time of one batch) + sparsepipe's measured
@@ -21,7 +24,7 @@ Variants:
 The per-stage split (pre / engine / post, from ``pipeline.timings``) of sparsepipe's pipeline is
 printed too. Example::
 
-    python benches/pipelines.py --batches 1,16 --threads 1,all --rounds 5 \\
+    python benches/pipelines.py --batches 1,32 --threads 1,all --rounds 5 \\
         --deepsparse-python /work/ds-venv/bin/python --json pipelines.json
 """
 
@@ -74,10 +77,44 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+class HandWrittenOrt:
+    """Text classification with tokenizers + onnxruntime + numpy, as a user writes it by hand."""
+
+    def __init__(self, model_dir: Path, threads: int) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(128)
+        self.tokenizer.enable_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        config = json.loads((model_dir / "config.json").read_text())
+        self.labels = {int(k): v for k, v in config["id2label"].items()}
+
+    def __call__(self, texts: list[str]) -> list[tuple[str, float]]:
+        encodings = self.tokenizer.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        feeds = {n: np.asarray(columns[n], np.int64) for n in self.inputs}
+        logits = self.session.run(None, feeds)[0]
+        exp = np.exp(logits - logits.max(-1, keepdims=True))
+        probs = exp / exp.sum(-1, keepdims=True)
+        best = probs.argmax(-1)
+        return [(self.labels[int(b)], float(p[b])) for b, p in zip(best, probs)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="text-classification,token-classification")
-    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--batches", default="1,32")
     parser.add_argument("--threads", default="1,all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--texts", type=Path, default=SHARED / "samples" / "sentiment_sample.jsonl")
@@ -105,15 +142,25 @@ def main() -> None:
                     "sparsepipe s128": Pipeline.create(task, sequence_length=128, **common),
                     "onnxruntime": Pipeline.create(task, engine_type="onnxruntime", **common),
                 }
+                if task == "text-classification":
+                    model_dir = Path(pipes["sparsepipe"].onnx_file_path).parent
+                    pipes["ort by hand"] = HandWrittenOrt(model_dir, threads)
                 stages: dict[str, list[float]] = {"pre": [], "engine": [], "post": []}
+                call_s: dict[str, list[float]] = {name: [] for name in pipes}
 
                 def workload(
-                    pipe: Any, record: bool = False, stages: dict = stages, batch: int = batch
+                    pipe: Any,
+                    calls: list[float],
+                    record: bool = False,
+                    stages: dict = stages,
+                    batch: int = batch,
                 ) -> Callable[[], float]:
                     def run_all() -> float:
                         start = time.perf_counter()
                         for chunk in _chunks(texts, batch):
+                            t0 = time.perf_counter()
                             pipe(chunk)
+                            calls.append(time.perf_counter() - t0)
                             if record:
                                 t = pipe.timings
                                 stages["pre"].append(t.pre)
@@ -123,7 +170,10 @@ def main() -> None:
 
                     return run_all
 
-                runs = {name: workload(p, record=name == "sparsepipe") for name, p in pipes.items()}
+                runs = {
+                    name: workload(p, call_s[name], record=name == "sparsepipe")
+                    for name, p in pipes.items()
+                }
                 ds = None
                 if ds_mode == "worker":
                     src = Path(pipes["sparsepipe"].onnx_file_path)
@@ -150,7 +200,7 @@ def main() -> None:
                     runs["deepsparse s128"] = ds_run
                 for run in runs.values():  # warm-up
                     run()
-                for values in stages.values():
+                for values in [*stages.values(), *call_s.values()]:
                     values.clear()
                 samples: dict[str, list[float]] = {name: [] for name in runs}
                 names = list(runs)
@@ -168,11 +218,17 @@ def main() -> None:
                         n: len(texts) / statistics.median(s) for n, s in samples.items()
                     },
                     "stage_ms_per_call": {k: statistics.median(v) * 1e3 for k, v in stages.items()},
+                    "median_ms_per_call": {
+                        n: statistics.median(v) * 1e3 for n, v in call_s.items() if v
+                    },
                 }
                 results.append(row)
                 base = row["items_per_s"]["sparsepipe"]
+                lat = row["median_ms_per_call"]
                 cells = ", ".join(
-                    f"{n} {v:.0f}/s ({base / v:.2f}x)" for n, v in row["items_per_s"].items()
+                    f"{n} {v:.0f}/s ({base / v:.2f}x"
+                    + (f", {lat[n]:.2f} ms/call)" if n in lat else ")")
+                    for n, v in row["items_per_s"].items()
                 )
                 st = row["stage_ms_per_call"]
                 print(
