@@ -51,20 +51,6 @@ fn operand<'a>(data: &'a [f32], shape: &[usize], out: &[usize]) -> TractResult<O
     Ok(Operand { data, strides, scalar_rows: last_in == 1 && last_out != 1 })
 }
 
-/// The output shape of `a + b` under numpy broadcasting (equal ranks).
-fn broadcast_shape(a: &[usize], b: &[usize]) -> TractResult<TVec<usize>> {
-    ensure!(a.len() == b.len(), "operands of rank {} and {}", a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| match (x, y) {
-            _ if x == y => Ok(x),
-            (1, _) => Ok(y),
-            (_, 1) => Ok(x),
-            _ => bail!("shapes {a:?} and {b:?} do not broadcast"),
-        })
-        .collect()
-}
-
 /// `out[row] = a[row] + b[row]` for the rows starting at output row `first`.
 fn add_rows(a: &Operand, b: &Operand, dims: &[usize], first: usize, out: &mut [f32], row_len: usize) {
     let lead = &dims[..dims.len().saturating_sub(1)];
@@ -106,7 +92,8 @@ impl EvalOp for BroadcastAdd {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (a, b) = args_2!(inputs);
-        let out_shape = broadcast_shape(a.shape(), b.shape())?;
+        ensure!(a.rank() == b.rank(), "operands of rank {} and {}", a.rank(), b.rank());
+        let out_shape = tract_core::broadcast::multi_broadcast(&[a.shape(), b.shape()])?;
         let a_plain = a.try_as_plain_ram()?;
         let b_plain = b.try_as_plain_ram()?;
         let a_op = operand(a_plain.as_slice::<f32>()?, a.shape(), &out_shape)?;

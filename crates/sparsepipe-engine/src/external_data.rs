@@ -10,30 +10,28 @@ use tract_onnx::pb::{GraphProto, ModelProto, TensorProto};
 
 use crate::error::{Error, Result};
 
-/// True when any tensor of `model` keeps its data in an external file.
-pub(crate) fn has_external_data(model: &ModelProto) -> bool {
-    let mut any = false;
-    if let Some(g) = &model.graph {
-        visit_tensors(g, &mut |t| any |= is_external(t));
-    }
-    any
-}
-
-/// Checks every external tensor of `model` (loaded from `model_path`) against its data file.
-pub(crate) fn check(model: &ModelProto, model_path: &Path) -> Result<()> {
-    let Some(graph) = &model.graph else { return Ok(()) };
+/// Checks every external tensor of `model` (loaded from `model_path`) against its data file;
+/// returns the directory tract reads them from, or `None` when the model keeps all data inline.
+pub(crate) fn check<'p>(model: &ModelProto, model_path: &'p Path) -> Result<Option<&'p Path>> {
+    let Some(graph) = &model.graph else { return Ok(None) };
     let dir = model_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let canonical_dir = dir
-        .canonicalize()
-        .map_err(|e| Error::ModelLoad(format!("could not resolve the directory of {}: {e}", model_path.display())))?;
+    let mut canonical_dir: Option<PathBuf> = None;
     let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
-    let mut result = Ok(());
+    let mut result = Ok(false);
     visit_tensors(graph, &mut |t| {
         if result.is_ok() && is_external(t) {
-            result = check_tensor(t, model_path, dir, &canonical_dir, &mut sizes);
+            result = (|| {
+                if canonical_dir.is_none() {
+                    canonical_dir = Some(dir.canonicalize().map_err(|e| {
+                        Error::ModelLoad(format!("could not resolve the directory of {}: {e}", model_path.display()))
+                    })?);
+                }
+                let canonical = canonical_dir.as_deref().unwrap_or(dir);
+                check_tensor(t, model_path, dir, canonical, &mut sizes).map(|()| true)
+            })();
         }
     });
-    result
+    Ok(result?.then_some(dir))
 }
 
 fn is_external(t: &TensorProto) -> bool {

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use tract_core::internal::*;
 use tract_onnx::pb::tensor_proto::DataType;
-use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
+use tract_onnx::pb::{GraphProto, ModelProto};
 use tract_onnx::prelude::{Framework, InferenceModelExt};
 
 use crate::error::{chain, Error, Result};
+use crate::normalize::node_name;
 use crate::{external_data, normalize};
 
 /// onnxruntime contrib (`com.microsoft`) operators that tract runs with onnxruntime's semantics,
@@ -50,21 +51,18 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
     check_string_tensors(&proto, path)?;
     normalize::normalize(&mut proto).map_err(|e| Error::ModelLoad(format!("{}: {e}", path.display())))?;
     let (mut unsupported, mut advice) = foreign_ops(&proto);
-    let model_dir = if external_data::has_external_data(&proto) {
-        external_data::check(&proto, path)?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Some(dir.to_str().map(str::to_owned).ok_or_else(|| {
+    let model_dir = match external_data::check(&proto, path)? {
+        Some(dir) => Some(dir.to_str().ok_or_else(|| {
             Error::ModelLoad(format!(
                 "the directory of {} is not valid UTF-8, so its external data cannot be located; \
                  move the model to a directory with a UTF-8 name",
                 path.display()
             ))
-        })?)
-    } else {
-        None
+        })?),
+        None => None,
     };
     let onnx = tract_onnx::onnx();
-    let parsed = match onnx.parse_with_template(&proto, model_dir.as_deref(), Default::default()) {
+    let parsed = match onnx.parse_with_template(&proto, model_dir, Default::default()) {
         Ok(parsed) => parsed,
         Err(_) if !unsupported.is_empty() => return Err(unsupported_error(path, &unsupported, &advice)),
         Err(e) => {
@@ -79,13 +77,13 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
         )));
     }
     let model = parsed.model;
-    let unimplemented: Vec<String> = model
+    let unimplemented: Vec<Refused> = model
         .nodes()
         .iter()
-        .filter(|n| !unsupported.iter().any(|u| u.contains(&format!("(node '{}')", n.name))))
+        .filter(|n| !unsupported.iter().any(|(node, _)| *node == n.name))
         .filter_map(|n| {
             let op = n.op.name();
-            op.strip_prefix("Unimplemented(").map(|t| format!("{} (node '{}')", t.trim_end_matches(')'), n.name))
+            op.strip_prefix("Unimplemented(").map(|t| (n.name.clone(), t.trim_end_matches(')').to_string()))
         })
         .collect();
     if !unimplemented.is_empty() {
@@ -161,8 +159,8 @@ fn check_string_tensors(proto: &ModelProto, path: &Path) -> Result<()> {
 /// Every node outside the standard domains that tract would not run with its exporter's meaning
 /// (onnxruntime's fused transformer operators such as `Attention` and `EmbedLayerNormalization`,
 /// custom operators, model-local functions), and what to do about each kind.
-fn foreign_ops(proto: &ModelProto) -> (Vec<String>, Vec<String>) {
-    let mut refused: Vec<String> = vec![];
+fn foreign_ops(proto: &ModelProto) -> (Vec<Refused>, Vec<String>) {
+    let mut refused: Vec<Refused> = vec![];
     let mut contrib = false;
     let mut functions = false;
     let mut custom = false;
@@ -193,17 +191,21 @@ fn foreign_ops(proto: &ModelProto) -> (Vec<String>, Vec<String>) {
 }
 
 /// The one error listing every operator sparsepipe cannot run, with what to do.
-fn unsupported_error(path: &Path, ops: &[String], advice: &[String]) -> Error {
+fn unsupported_error(path: &Path, ops: &[Refused], advice: &[String]) -> Error {
+    let listed: Vec<String> = ops.iter().map(|(node, what)| format!("{what} (node '{node}')")).collect();
     Error::ModelLoad(format!(
         "{} uses {} operator(s) sparsepipe does not support: {}. {}",
         path.display(),
         ops.len(),
-        ops.join(", "),
+        listed.join(", "),
         advice.join("; ")
     ))
 }
 
-fn collect_foreign(graph: &GraphProto, proto: &ModelProto, refused: &mut Vec<String>, kinds: [&mut bool; 3]) {
+/// A node sparsepipe cannot run: its name (as tract names it) and what it is.
+type Refused = (String, String);
+
+fn collect_foreign(graph: &GraphProto, proto: &ModelProto, refused: &mut Vec<Refused>, kinds: [&mut bool; 3]) {
     let [contrib, functions, custom] = kinds;
     for node in &graph.node {
         let domain = node.domain.as_str();
@@ -213,29 +215,20 @@ fn collect_foreign(graph: &GraphProto, proto: &ModelProto, refused: &mut Vec<Str
             .any(|f| f.name.as_deref() == Some(node.op_type.as_str()) && f.domain.as_deref().unwrap_or("") == domain);
         if is_function {
             *functions = true;
-            refused.push(format!("{domain}::{} (a model-local function, node '{}')", node.op_type, node_name(node)));
+            refused.push((node_name(node).into(), format!("{domain}::{} (a model-local function)", node.op_type)));
         } else if domain == "com.microsoft" {
             if !CONTRIB_OPS.contains(&node.op_type.as_str()) {
                 *contrib = true;
-                refused.push(format!("com.microsoft::{} (node '{}')", node.op_type, node_name(node)));
+                refused.push((node_name(node).into(), format!("com.microsoft::{}", node.op_type)));
             }
         } else if !STANDARD_DOMAINS.contains(&domain) {
             *custom = true;
-            refused.push(format!("{domain}::{} (node '{}')", node.op_type, node_name(node)));
+            refused.push((node_name(node).into(), format!("{domain}::{}", node.op_type)));
         }
         for attr in &node.attribute {
             for g in attr.g.iter().chain(&attr.graphs) {
                 collect_foreign(g, proto, refused, [&mut *contrib, &mut *functions, &mut *custom]);
             }
         }
-    }
-}
-
-/// The name tract gives the node: its own, else its first output's, else its operator's.
-fn node_name(node: &NodeProto) -> &str {
-    if !node.name.is_empty() {
-        &node.name
-    } else {
-        node.output.first().filter(|o| !o.is_empty()).unwrap_or(&node.op_type)
     }
 }

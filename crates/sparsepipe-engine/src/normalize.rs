@@ -139,7 +139,7 @@ fn flatten_to_reshape(graph: &mut GraphProto, opset: i64, names: &mut Names) -> 
                 ));
             }
         }
-        let node_name = if node.name.is_empty() { y.clone() } else { node.name.clone() };
+        let node_name = node_name(&node).to_string();
         let base = format!("{y}__sparsepipe_flatten");
         let mut fresh = |suffix: &str| names.fresh(&format!("{base}_{suffix}"));
         let mut new = |op: &str, inputs: Vec<String>, output: String, suffix: &str| {
@@ -234,7 +234,7 @@ fn fused_matmul_to_standard(graph: &mut GraphProto, names: &mut Names) {
         let (ta, tb) = (int_attr(&node, "transA").unwrap_or(0) != 0, int_attr(&node, "transB").unwrap_or(0) != 0);
         let y = node.output[0].clone();
         let product = if alpha == 1.0 { y.clone() } else { names.fresh(&format!("{y}__sparsepipe_unscaled")) };
-        let name = names.fresh(&format!("{}/matmul", node_label(&node)));
+        let name = names.fresh(&format!("{}/matmul", node_name(&node)));
         let mut matmul = if ta || tb {
             let mut n = plain_node("Einsum", &name, node.input.clone(), vec![product.clone()]);
             let (a, b) = (if ta { "ji" } else { "ij" }, if tb { "kj" } else { "jk" });
@@ -253,7 +253,7 @@ fn fused_matmul_to_standard(graph: &mut GraphProto, names: &mut Names) {
         if alpha != 1.0 {
             let scale = names.fresh(&format!("{y}__sparsepipe_alpha"));
             graph.initializer.push(float_scalar(&scale, alpha));
-            let name = names.fresh(&format!("{}/alpha", node_label(&node)));
+            let name = names.fresh(&format!("{}/alpha", node_name(&node)));
             out.push(plain_node("Mul", &name, vec![product, scale], vec![y]));
         }
     }
@@ -281,7 +281,7 @@ fn fused_gemm_to_standard(graph: &mut GraphProto, names: &mut Names) {
         }
         let y = node.output[0].clone();
         let gemm_out = if activation.is_empty() { y.clone() } else { names.fresh(&format!("{y}__sparsepipe_gemm")) };
-        let name = names.fresh(&format!("{}/gemm", node_label(&node)));
+        let name = names.fresh(&format!("{}/gemm", node_name(&node)));
         let mut gemm = plain_node("Gemm", &name, node.input.clone(), vec![gemm_out.clone()]);
         gemm.attribute = node
             .attribute
@@ -291,7 +291,7 @@ fn fused_gemm_to_standard(graph: &mut GraphProto, names: &mut Names) {
             .collect();
         out.push(gemm);
         if !activation.is_empty() {
-            let name = names.fresh(&format!("{}/{activation}", node_label(&node)));
+            let name = names.fresh(&format!("{}/{activation}", node_name(&node)));
             let mut act = plain_node(&activation, &name, vec![gemm_out], vec![y]);
             let param = |key: &str, to: &str| {
                 float_attr(&node, key).map(|v| AttributeProto {
@@ -315,12 +315,12 @@ fn fused_gemm_to_standard(graph: &mut GraphProto, names: &mut Names) {
     graph.node = out;
 }
 
-/// The node's name, else its first output's.
-fn node_label(node: &NodeProto) -> String {
-    if node.name.is_empty() {
-        node.output.first().cloned().unwrap_or_default()
+/// The name tract gives a node: its own, else its first output's, else its operator's.
+pub(crate) fn node_name(node: &NodeProto) -> &str {
+    if !node.name.is_empty() {
+        &node.name
     } else {
-        node.name.clone()
+        node.output.first().filter(|o| !o.is_empty()).unwrap_or(&node.op_type)
     }
 }
 
