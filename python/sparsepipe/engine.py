@@ -50,6 +50,13 @@ def _choice(option: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _flag(option: str, value: Any) -> bool:
+    """`value` if it is a bool; TypeError naming `option` otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{option} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -69,6 +76,8 @@ class Engine:
             a value above 1 disables them.
         dense_backend: who runs the other weights: ``"tract"`` (default) or ``"sparsepipe"``.
         isa: force a kernel instruction set (``"avx512"``, ``"avx2"``, ``"portable"``).
+        fuse: run recognised subgraphs (scaled dot-product attention: ``q·kᵀ``, scale, additive
+            mask, softmax, ``·v``) as one fused op (default); ``False`` runs them op by op.
     """
 
     def __init__(
@@ -80,6 +89,7 @@ class Engine:
         sparsity_threshold: float = 0.5,
         dense_backend: str = "tract",
         isa: Optional[str] = None,
+        fuse: bool = True,
     ) -> None:
         if not isinstance(model_path, (str, os.PathLike)):
             raise TypeError(
@@ -92,6 +102,7 @@ class Engine:
             sparsity_threshold=_threshold(sparsity_threshold),
             dense_backend=_choice("dense_backend", dense_backend, ("tract", "sparsepipe")),
             isa=None if isa is None else _choice("isa", isa, ("avx512", "avx2", "portable")),
+            fuse=_flag("fuse", fuse),
         )
         self._dtypes = [np.dtype(d) if d else None for d in self._engine.input_dtypes]
 
@@ -222,6 +233,15 @@ class Engine:
         (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it) and the
         fused bias/activation nodes."""
         return self._engine.sparsity_report()
+
+    @property
+    def fuse(self) -> bool:
+        """Whether recognised subgraphs run as fused ops."""
+        return self._engine.fuse
+
+    def fused_attention(self) -> list[str]:
+        """Names of the softmax nodes whose attention runs as one fused op."""
+        return self._engine.fused_attention()
 
     def __repr__(self) -> str:
         report = self.sparsity_report()

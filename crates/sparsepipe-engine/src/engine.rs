@@ -32,6 +32,8 @@ pub struct EngineOptions {
     pub dense_backend: DenseBackend,
     /// Kernel instruction set; `None` picks the best this CPU has.
     pub isa: Option<Isa>,
+    /// Replace recognised subgraphs (scaled dot-product attention) by fused ops.
+    pub fuse: bool,
 }
 
 impl Default for EngineOptions {
@@ -42,6 +44,7 @@ impl Default for EngineOptions {
             sparsity_threshold: 0.5,
             dense_backend: DenseBackend::Tract,
             isa: None,
+            fuse: true,
         }
     }
 }
@@ -68,6 +71,7 @@ pub struct Engine {
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     report: Vec<LayerReport>,
+    fused: Vec<String>,
     index_bounds: Vec<IndexBound>,
     options: EngineOptions,
     isa: Isa,
@@ -115,12 +119,14 @@ impl Engine {
         let cfg =
             weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
         let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
+        let fused =
+            if options.fuse { passes::attention::run(&mut typed, isa).map_err(load_err(&path))? } else { vec![] };
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =
             RunOptions { executor: Some(Executor::MultiThread(pool.pool().clone())), ..Default::default() };
         let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
-        Ok(Engine { plan, pool, inputs, outputs, report, index_bounds, options, isa, path })
+        Ok(Engine { plan, pool, inputs, outputs, report, fused, index_bounds, options, isa, path })
     }
 
     /// The model's inputs, in order.
@@ -144,6 +150,11 @@ impl Engine {
     /// Every constant-weight matmul and the kernel that runs it.
     pub fn sparsity_report(&self) -> &[LayerReport] {
         &self.report
+    }
+
+    /// Softmax nodes whose attention (`q·kᵀ`, scale, mask, softmax, `·v`) runs as one fused op.
+    pub fn fused_attention(&self) -> &[String] {
+        &self.fused
     }
 
     /// Threads used by this engine.

@@ -3,6 +3,7 @@
 
 mod add_op;
 pub mod array;
+mod attention_op;
 mod checks;
 pub mod engine;
 pub mod error;

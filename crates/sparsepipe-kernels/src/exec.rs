@@ -13,8 +13,6 @@ use crate::transpose::transpose;
 pub(crate) const COL_TILE: usize = 64;
 /// Below this many multiply-adds a call runs on the calling thread alone.
 const PAR_MIN_MACS: usize = 1 << 16;
-/// Row-major calls with fewer rows than this use the kernel's row path when it has one.
-pub(crate) const SMALL_M: usize = 4;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
 /// contiguous, `yt` its output, `[N][w]` contiguous; `w` is a multiple of [`LANES`].
@@ -46,10 +44,6 @@ pub(crate) trait TileKernel: Sync {
     /// # Safety
     /// The tile's pointers must be valid for the extents it names and `isa` supported.
     unsafe fn tile(&self, isa: Isa, t: &Tile);
-    /// Row-major `y[m, n]` for small `m`, or `false` when the kernel has no such path.
-    fn rows(&self, _isa: Isa, _x: &[f32], _m: usize, _y: &mut [f32]) -> bool {
-        false
-    }
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -91,9 +85,6 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
         return;
     }
     let row_major = inner == 1;
-    if row_major && outer < SMALL_M && kern.rows(isa, x, outer, y) {
-        return;
-    }
     // Row-major: one batch of M columns. Channels-first: `outer` batches of `inner` columns.
     let (batches, cols) = if row_major { (1, outer) } else { (outer, inner) };
     let (specs, xlen, ylen) = tile_specs(batches, cols, k, n);
@@ -219,7 +210,7 @@ const LINE_FLOATS: usize = 16;
 /// Runs `f` on a per-thread, cache-line-aligned buffer of `len` floats, reused across calls (a
 /// re-entrant call on the same thread gets a fresh one). Its contents are unspecified but
 /// initialized.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(Cell::take);
     if buf.len() < len + LINE_FLOATS {
         buf.resize(len + LINE_FLOATS, 0.0);

@@ -3,11 +3,14 @@
 //! Weights are packed once ([`PackedLinear::sparse`] / [`PackedLinear::dense`]); each call lays
 //! the activations out channels-first, runs SIMD micro-kernels (AVX-512F, AVX2+FMA or portable,
 //! picked at run time) over tiles in parallel on the current rayon pool, and lays the result back.
+//! [`attention`] computes masked softmax attention over strided operands the same way.
 //! This crate knows nothing about graphs.
 
 // Register-blocked kernels index several accumulator arrays with one loop variable.
 #![allow(clippy::needless_range_loop)]
 
+mod attention;
+mod cache;
 mod dense;
 mod exec;
 mod isa;
@@ -15,9 +18,11 @@ mod simd;
 mod sparse;
 mod transpose;
 
+pub use attention::{attention, reference_attention, AttnAxis, AttnLayout};
+pub use cache::l1d_bytes;
 pub use dense::DenseMatrix;
 pub use isa::Isa;
-pub use sparse::SparseMatrix;
+pub use sparse::{default_kblock, SparseMatrix};
 
 use std::fmt;
 
@@ -103,6 +108,17 @@ impl PackedLinear {
     /// Packs `w(k, n)` keeping only nonzeros.
     pub fn sparse(k: usize, n: usize, w: impl Fn(usize, usize) -> f32, epi: Epilogue) -> PackedLinear {
         PackedLinear::Sparse(SparseMatrix::from_fn(k, n, w, epi))
+    }
+
+    /// Packs `w(k, n)` keeping only nonzeros, `kblock` input channels per cache block (tuning).
+    pub fn sparse_with_kblock(
+        k: usize,
+        n: usize,
+        w: impl Fn(usize, usize) -> f32,
+        epi: Epilogue,
+        kblock: usize,
+    ) -> PackedLinear {
+        PackedLinear::Sparse(SparseMatrix::with_kblock(k, n, w, epi, kblock))
     }
 
     /// Packs `w(k, n)` densely.

@@ -19,10 +19,19 @@ pub(crate) trait Simd: Copy {
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
-    /// `[base[idx[0]], .., base[idx[15]]]`.
-    unsafe fn gather(base: *const f32, idx: *const u32) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn reduce_sum(v: Self::V) -> f32;
+    unsafe fn reduce_max(v: Self::V) -> f32;
+    /// `e^x` per lane, relative error below 2e-7 for `x` in `[-87, 88]`; 0 below -88.
+    unsafe fn exp(x: Self::V) -> Self::V;
 }
+
+/// Coefficients of the `e^r` polynomial on `|r| <= ln2 / 2` (Cephes `expf`).
+pub(crate) const EXP_POLY: [f32; 6] =
+    [1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+/// `ln 2` split in a high part exact in f32 and the rest.
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
 
 /// Plain Rust reference path.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +39,26 @@ pub(crate) struct Portable;
 
 impl Simd for Portable {
     type V = [f32; LANES];
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        let mut r = a;
+        for i in 0..LANES {
+            r[i] *= b[i];
+        }
+        r
+    }
+    #[inline(always)]
+    unsafe fn reduce_sum(v: Self::V) -> f32 {
+        v.iter().sum()
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: Self::V) -> f32 {
+        v.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    }
+    #[inline(always)]
+    unsafe fn exp(x: Self::V) -> Self::V {
+        x.map(|v| if v < -88.0 { 0.0 } else { v.min(88.0).exp() })
+    }
     #[inline(always)]
     unsafe fn zero() -> Self::V {
         [0.0; LANES]
@@ -80,19 +109,6 @@ impl Simd for Portable {
         }
         r
     }
-    #[inline(always)]
-    unsafe fn gather(base: *const f32, idx: *const u32) -> Self::V {
-        let mut r = [0.0; LANES];
-        for (i, slot) in r.iter_mut().enumerate() {
-            // SAFETY: the caller guarantees 16 indices at `idx`, each in bounds of `base`.
-            *slot = unsafe { *base.add(*idx.add(i) as usize) };
-        }
-        r
-    }
-    #[inline(always)]
-    unsafe fn reduce_sum(v: Self::V) -> f32 {
-        v.iter().sum()
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -100,15 +116,72 @@ pub(crate) use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Simd, LANES};
+    use super::{Simd, EXP_POLY, LANES, LN2_HI, LN2_LO};
     use std::arch::x86_64::*;
 
     /// AVX2 + FMA: one 16-lane vector is two `__m256`.
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct Avx2;
 
+    /// `e^x` on 8 lanes: `2^n · p(x - n·ln2)` with `n = round(x / ln2)`.
+    #[inline(always)]
+    unsafe fn exp256(x: __m256) -> __m256 {
+        // SAFETY: avx2+fma context (caller).
+        unsafe {
+            let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-88.0));
+            let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0)), _mm256_set1_ps(88.0));
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+                x,
+                _mm256_set1_ps(std::f32::consts::LOG2_E),
+            ));
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+            let mut p = _mm256_set1_ps(EXP_POLY[0]);
+            for c in &EXP_POLY[1..] {
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+            }
+            let r2 = _mm256_mul_ps(r, r);
+            let p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n),
+                _mm256_set1_epi32(127),
+            )));
+            _mm256_andnot_ps(tiny, _mm256_mul_ps(p, pow2))
+        }
+    }
+
     impl Simd for Avx2 {
         type V = [__m256; 2];
+        #[inline(always)]
+        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+            // SAFETY: avx2 context (caller).
+            unsafe { [_mm256_mul_ps(a[0], b[0]), _mm256_mul_ps(a[1], b[1])] }
+        }
+        #[inline(always)]
+        unsafe fn reduce_sum(v: Self::V) -> f32 {
+            // SAFETY: avx2 context (caller).
+            unsafe {
+                let s = _mm256_add_ps(v[0], v[1]);
+                let q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+                let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+                _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps::<0b01>(d, d)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn reduce_max(v: Self::V) -> f32 {
+            // SAFETY: avx2 context (caller).
+            unsafe {
+                let s = _mm256_max_ps(v[0], v[1]);
+                let q = _mm_max_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+                let d = _mm_max_ps(q, _mm_movehl_ps(q, q));
+                _mm_cvtss_f32(_mm_max_ss(d, _mm_shuffle_ps::<0b01>(d, d)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn exp(x: Self::V) -> Self::V {
+            // SAFETY: avx2+fma context (caller).
+            unsafe { [exp256(x[0]), exp256(x[1])] }
+        }
         #[inline(always)]
         unsafe fn zero() -> Self::V {
             // SAFETY: callers run this only inside an avx2+fma target_feature context.
@@ -152,28 +225,6 @@ mod x86 {
             // SAFETY: avx2 context (caller).
             unsafe { [_mm256_max_ps(a[0], b[0]), _mm256_max_ps(a[1], b[1])] }
         }
-        #[inline(always)]
-        unsafe fn gather(base: *const f32, idx: *const u32) -> Self::V {
-            // SAFETY: 16 in-bounds indices at `idx` (caller); avx2 context.
-            unsafe {
-                let i0 = _mm256_loadu_si256(idx as *const __m256i);
-                let i1 = _mm256_loadu_si256(idx.add(8) as *const __m256i);
-                [_mm256_i32gather_ps::<4>(base, i0), _mm256_i32gather_ps::<4>(base, i1)]
-            }
-        }
-        #[inline(always)]
-        unsafe fn reduce_sum(v: Self::V) -> f32 {
-            // SAFETY: avx2 context (caller).
-            unsafe {
-                let s = _mm256_add_ps(v[0], v[1]);
-                let lo = _mm256_castps256_ps128(s);
-                let hi = _mm256_extractf128_ps::<1>(s);
-                let q = _mm_add_ps(lo, hi);
-                let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
-                let r = _mm_add_ss(d, _mm_shuffle_ps::<0b01>(d, d));
-                _mm_cvtss_f32(r)
-            }
-        }
     }
 
     /// AVX-512F: one `__m512`.
@@ -182,6 +233,42 @@ mod x86 {
 
     impl Simd for Avx512 {
         type V = __m512;
+        #[inline(always)]
+        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+            // SAFETY: avx512f context (caller).
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn reduce_sum(v: Self::V) -> f32 {
+            // SAFETY: avx512f context (caller).
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn reduce_max(v: Self::V) -> f32 {
+            // SAFETY: avx512f context (caller).
+            unsafe { _mm512_reduce_max_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn exp(x: Self::V) -> Self::V {
+            // SAFETY: avx512f context (caller).
+            unsafe {
+                let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-88.0));
+                let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0)), _mm512_set1_ps(88.0));
+                let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                    x,
+                    _mm512_set1_ps(std::f32::consts::LOG2_E),
+                ));
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+                let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+                let mut p = _mm512_set1_ps(EXP_POLY[0]);
+                for c in &EXP_POLY[1..] {
+                    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
+                }
+                let r2 = _mm512_mul_ps(r, r);
+                let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+                _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(p, n))
+            }
+        }
         #[inline(always)]
         unsafe fn zero() -> Self::V {
             // SAFETY: callers run this only inside an avx512f target_feature context.
@@ -221,19 +308,6 @@ mod x86 {
         unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
             // SAFETY: avx512f context (caller).
             unsafe { _mm512_max_ps(a, b) }
-        }
-        #[inline(always)]
-        unsafe fn gather(base: *const f32, idx: *const u32) -> Self::V {
-            // SAFETY: 16 in-bounds indices at `idx` (caller); avx512f context.
-            unsafe {
-                let i = _mm512_loadu_si512(idx as *const __m512i);
-                _mm512_i32gather_ps::<4>(i, base)
-            }
-        }
-        #[inline(always)]
-        unsafe fn reduce_sum(v: Self::V) -> f32 {
-            // SAFETY: avx512f context (caller).
-            unsafe { _mm512_reduce_add_ps(v) }
         }
     }
 

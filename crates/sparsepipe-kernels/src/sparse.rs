@@ -1,64 +1,91 @@
-//! Sparse weights: compressed per output channel, computed XNNPACK-style (one broadcast weight
-//! times a contiguous run of tokens per nonzero).
+//! Sparse weights, computed XNNPACK-style: each nonzero is one broadcast weight times a
+//! contiguous run of tokens. The nonzeros are stored in the order the kernel walks them — by
+//! block of input channels (a block of the packed activation tile stays in half of L1), then by
+//! output channel — with one-byte row offsets inside the block, so the inner loop loads a weight,
+//! a byte and the activation rows, and multiplies nothing but the FMAs.
 
-use crate::exec::{balanced_parts, Tile, TileKernel};
+use crate::exec::{balanced_parts, Tile, TileKernel, COL_TILE};
 use crate::isa::Isa;
 use crate::simd::{Portable, Simd, LANES};
 use crate::Epilogue;
-use rayon::prelude::*;
 
-/// A constant `[K, N]` weight with its zeros removed, stored per output channel.
+/// A constant `[K, N]` weight with its zeros removed, stored in traversal order.
 #[derive(Debug, Clone)]
 pub struct SparseMatrix {
     k: usize,
     n: usize,
-    /// `col_ptr[c]..col_ptr[c + 1]` are channel `c`'s nonzeros in `idx`/`vals`.
-    col_ptr: Vec<u32>,
-    /// Input channel of each nonzero.
-    idx: Vec<u32>,
-    vals: Vec<f32>,
-    /// `kb_ptr[c * (nkb + 1) + b]`: first nonzero of channel `c` at input channel `>= b * K_BLOCK`.
-    kb_ptr: Vec<u32>,
+    /// Input channels per cache block (at most 256, so a row offset fits a byte).
+    kblock: usize,
     nkb: usize,
+    /// `ptr[b * N + c]..ptr[b * N + c + 1]`: channel `c`'s nonzeros among block `b`'s input channels.
+    ptr: Vec<u32>,
+    /// Input channel of each nonzero, relative to its block's first.
+    rows: Vec<u8>,
+    vals: Vec<f32>,
+    /// `work[c]`: nonzeros of channels `0..c` plus a fixed cost per channel, for balanced splits.
+    work: Vec<usize>,
     epi: Epilogue,
     bias: Vec<f32>,
 }
 
-/// Input channels per cache block: a packed tile's `K_BLOCK x 64` floats stay in L1.
-const K_BLOCK: usize = 256;
+/// The largest block: row offsets are stored in one byte.
+const MAX_KBLOCK: usize = 256;
+
+/// Input channels per block so that a full tile's block (`kblock x COL_TILE` floats) takes at most
+/// half of this CPU's L1 data cache.
+pub fn default_kblock() -> usize {
+    let fit = crate::cache::l1d_bytes() / 2 / (COL_TILE * 4);
+    (fit / 8 * 8).clamp(8, MAX_KBLOCK)
+}
 
 impl SparseMatrix {
-    /// Packs `w(k, n)` for `k < K`, `n < N`, keeping the nonzeros.
+    /// Packs `w(k, n)` for `k < K`, `n < N`, keeping the nonzeros, with blocks sized for this CPU.
     ///
     /// # Panics
-    /// If the weight has 2^32 or more nonzeros or `K >= 2^32`.
+    /// If the weight has 2^32 or more nonzeros.
     pub fn from_fn(k: usize, n: usize, w: impl Fn(usize, usize) -> f32, epi: Epilogue) -> SparseMatrix {
-        assert!(k < u32::MAX as usize, "K too large for a sparse weight");
-        let mut col_ptr = Vec::with_capacity(n + 1);
-        let mut idx = Vec::new();
+        Self::with_kblock(k, n, w, epi, default_kblock())
+    }
+
+    /// As [`SparseMatrix::from_fn`] with `kblock` input channels per block (clamped to `1..=256`).
+    ///
+    /// # Panics
+    /// If the weight has 2^32 or more nonzeros.
+    pub fn with_kblock(
+        k: usize,
+        n: usize,
+        w: impl Fn(usize, usize) -> f32,
+        epi: Epilogue,
+        kblock: usize,
+    ) -> SparseMatrix {
+        let kblock = kblock.clamp(1, MAX_KBLOCK);
+        let nkb = k.div_ceil(kblock).max(1);
+        let mut ptr = Vec::with_capacity(nkb * n + 1);
+        let mut rows = Vec::new();
         let mut vals = Vec::new();
-        col_ptr.push(0u32);
-        for c in 0..n {
-            for r in 0..k {
-                let v = w(r, c);
-                if v != 0.0 {
-                    idx.push(r as u32);
-                    vals.push(v);
+        let mut per_channel = vec![0usize; n];
+        for b in 0..nkb {
+            let (r0, r1) = (b * kblock, ((b + 1) * kblock).min(k));
+            for (c, count) in per_channel.iter_mut().enumerate() {
+                ptr.push(u32::try_from(vals.len()).expect("too many nonzeros for a sparse weight"));
+                for r in r0..r1 {
+                    let v = w(r, c);
+                    if v != 0.0 {
+                        rows.push((r - r0) as u8);
+                        vals.push(v);
+                        *count += 1;
+                    }
                 }
             }
-            col_ptr.push(u32::try_from(vals.len()).expect("too many nonzeros for a sparse weight"));
+        }
+        ptr.push(u32::try_from(vals.len()).expect("too many nonzeros for a sparse weight"));
+        let mut work = Vec::with_capacity(n + 1);
+        work.push(0);
+        for (c, count) in per_channel.iter().enumerate() {
+            work.push(work[c] + count + 4 * nkb);
         }
         let bias = epi.bias_or_zeros(n);
-        let nkb = k.div_ceil(K_BLOCK).max(1);
-        let mut kb_ptr = Vec::with_capacity(n * (nkb + 1));
-        for c in 0..n {
-            let (s, e) = (col_ptr[c] as usize, col_ptr[c + 1] as usize);
-            for b in 0..=nkb {
-                let first = s + idx[s..e].partition_point(|&r| (r as usize) < b * K_BLOCK);
-                kb_ptr.push(first as u32);
-            }
-        }
-        SparseMatrix { k, n, col_ptr, idx, vals, kb_ptr, nkb, epi, bias }
+        SparseMatrix { k, n, kblock, nkb, ptr, rows, vals, work, epi, bias }
     }
 
     /// Packs a row-major `[K, N]` weight.
@@ -85,13 +112,17 @@ impl SparseMatrix {
     pub fn nnz(&self) -> usize {
         self.vals.len()
     }
+    /// Input channels per cache block.
+    pub fn kblock(&self) -> usize {
+        self.kblock
+    }
     /// The epilogue applied on the way out.
     pub fn epilogue(&self) -> &Epilogue {
         &self.epi
     }
     /// Bytes held by the packed weight.
     pub fn packed_bytes(&self) -> usize {
-        4 * (self.col_ptr.len() + self.idx.len() + self.vals.len() + self.bias.len() + self.kb_ptr.len())
+        4 * (self.ptr.len() + self.vals.len() + self.bias.len()) + self.rows.len() + 8 * self.work.len()
     }
 
     /// `y = x·W` (+ epilogue) for `x: [outer, K, inner]`, `y: [outer, N, inner]`.
@@ -111,9 +142,7 @@ impl TileKernel for SparseMatrix {
         self.vals.len() + self.n
     }
     fn channel_parts(&self, parts: usize) -> Vec<(usize, usize)> {
-        // Work per channel: its nonzeros plus a fixed cost for the epilogue.
-        let prefix: Vec<usize> = self.col_ptr.iter().enumerate().map(|(c, &p)| p as usize + 4 * c).collect();
-        balanced_parts(&prefix, parts, 1)
+        balanced_parts(&self.work, parts, 1)
     }
     unsafe fn tile(&self, isa: Isa, t: &Tile) {
         match isa {
@@ -124,51 +153,8 @@ impl TileKernel for SparseMatrix {
             // SAFETY: as above.
             Isa::Avx2 => unsafe { tile_avx2(self, t) },
             // SAFETY: tile pointers are valid (caller).
-            _ => unsafe { sparse_tile::<Portable, 1>(self, t) },
+            _ => unsafe { tile_width::<Portable>(self, t) },
         }
-    }
-    fn rows(&self, isa: Isa, x: &[f32], m: usize, y: &mut [f32]) -> bool {
-        let rows = x.chunks(self.k.max(1)).zip(y.chunks_mut(self.n)).take(m);
-        let threads = rayon::current_num_threads();
-        if threads <= 1 || m * (self.nnz() + self.n) < (1 << 16) {
-            for (xr, yr) in rows {
-                // SAFETY: `xr` has K floats, `yr` N; indices are < K by construction; isa checked.
-                unsafe { rows_dispatch(self, isa, xr, yr, 0, self.n) }
-            }
-            return true;
-        }
-        let ranges = self.channel_parts(4 * threads);
-        for (xr, yr) in rows {
-            let mut pieces = Vec::with_capacity(ranges.len());
-            let mut rest = yr;
-            for &(c0, c1) in &ranges {
-                let (head, tail) = rest.split_at_mut(c1 - c0);
-                pieces.push((c0, c1, head));
-                rest = tail;
-            }
-            pieces.into_par_iter().for_each(|(c0, c1, ys)| {
-                // SAFETY: `ys` holds channels c0..c1, `xr` K floats; isa checked by the caller.
-                unsafe { rows_dispatch(self, isa, xr, ys, c0, c1) }
-            });
-        }
-        true
-    }
-}
-
-/// Row path dispatch: `y[c - c0] = epi(bias[c] + sum_j vals[j] * x[idx[j]])` for `c0..c1`.
-///
-/// # Safety
-/// `x.len() >= K`, `y.len() >= c1 - c0`, `c1 <= N`, `isa` supported.
-unsafe fn rows_dispatch(m: &SparseMatrix, isa: Isa, x: &[f32], y: &mut [f32], c0: usize, c1: usize) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: forwarded contract.
-        Isa::Avx512 => unsafe { rows_avx512(m, x, y, c0, c1) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: forwarded contract.
-        Isa::Avx2 => unsafe { rows_avx2(m, x, y, c0, c1) },
-        // SAFETY: forwarded contract.
-        _ => unsafe { sparse_rows::<Portable>(m, x, y, c0, c1) },
     }
 }
 
@@ -176,145 +162,100 @@ unsafe fn rows_dispatch(m: &SparseMatrix, isa: Isa, x: &[f32], y: &mut [f32], c0
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512(m: &SparseMatrix, t: &Tile) {
     // SAFETY: avx512f enabled here; tile contract forwarded.
-    unsafe { sparse_tile::<crate::simd::Avx512, 4>(m, t) }
+    unsafe { tile_width::<crate::simd::Avx512>(m, t) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(m: &SparseMatrix, t: &Tile) {
     // SAFETY: avx2+fma enabled here; tile contract forwarded.
-    unsafe { sparse_tile::<crate::simd::Avx2, 2>(m, t) }
+    unsafe { tile_width::<crate::simd::Avx2>(m, t) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512(m: &SparseMatrix, x: &[f32], y: &mut [f32], c0: usize, c1: usize) {
-    // SAFETY: avx512f enabled here; contract forwarded.
-    unsafe { sparse_rows::<crate::simd::Avx512>(m, x, y, c0, c1) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2(m: &SparseMatrix, x: &[f32], y: &mut [f32], c0: usize, c1: usize) {
-    // SAFETY: avx2+fma enabled here; contract forwarded.
-    unsafe { sparse_rows::<crate::simd::Avx2>(m, x, y, c0, c1) }
-}
-
-/// Computes a tile block of `K_BLOCK` input channels at a time (so the block stays in L1),
-/// accumulating in the output tile, `CB` vectors of columns at a time, then one at a time.
+/// Picks the kernel compiled for the tile's width (1 to 4 vectors of columns).
 #[inline(always)]
-unsafe fn sparse_tile<S: Simd, const CB: usize>(m: &SparseMatrix, t: &Tile) {
-    let nkb = m.nkb;
-    for kb in 0..nkb {
+unsafe fn tile_width<S: Simd>(m: &SparseMatrix, t: &Tile) {
+    // SAFETY: forwarded tile contract; each arm's width equals `t.w`.
+    unsafe {
+        match t.w / LANES {
+            1 => sparse_tile::<S, 1, 4>(m, t),
+            2 => sparse_tile::<S, 2, 4>(m, t),
+            3 => sparse_tile::<S, 3, 2>(m, t),
+            _ => sparse_tile::<S, 4, 2>(m, t),
+        }
+    }
+}
+
+/// Computes channels `t.ch0..t.ch1` of a tile `CB` vectors wide, one block of input channels at
+/// a time: the first block starts from the bias, later ones from the partial sums in the output,
+/// and the last applies the clamp while the row is in registers. `U` independent accumulator
+/// sets hide the FMA latency.
+#[inline(always)]
+unsafe fn sparse_tile<S: Simd, const CB: usize, const U: usize>(m: &SparseMatrix, t: &Tile) {
+    debug_assert_eq!(t.w, CB * LANES);
+    let w = CB * LANES;
+    let clamp = m.epi.clamps();
+    let (lo, hi) = (m.epi.min, m.epi.max);
+    for kb in 0..m.nkb {
+        let (first, last) = (kb == 0, kb + 1 == m.nkb);
+        // SAFETY: the tile holds K rows of `w` floats; block `kb` starts at row kb * kblock < K.
+        let xb = unsafe { t.xt.add(kb * m.kblock * w) };
         for ch in t.ch0..t.ch1 {
-            // SAFETY: ch < N and kb < nkb index kb_ptr; columns stay inside the tile.
+            // SAFETY: kb * N + ch + 1 <= nkb * N indexes `ptr`; nonzeros j < nnz index rows/vals,
+            // and rows[j] < kblock rows of the block (at most K - kb * kblock); ch < N rows of the
+            // output tile.
             unsafe {
-                let base = m.kb_ptr.as_ptr().add(ch * (nkb + 1) + kb);
-                let (start, end) = (*base as usize, *base.add(1) as usize);
-                let (first, last) = (kb == 0, kb + 1 == nkb);
+                let p = m.ptr.as_ptr().add(kb * m.n + ch);
+                let (start, end) = (*p as usize, *p.add(1) as usize);
                 if start == end && !first && !last {
                     continue;
                 }
-                let mut c = 0;
-                while c + CB * LANES <= t.w {
-                    sparse_channel::<S, CB>(m, t, ch, c, start, end, first, last);
-                    c += CB * LANES;
+                let out = t.yt.add(ch * w);
+                let mut acc = [[S::zero(); CB]; U];
+                if first {
+                    acc[0] = [S::splat(*m.bias.get_unchecked(ch)); CB];
+                } else {
+                    for v in 0..CB {
+                        acc[0][v] = S::load(out.add(v * LANES));
+                    }
                 }
-                while c < t.w {
-                    sparse_channel::<S, 1>(m, t, ch, c, start, end, first, last);
-                    c += LANES;
+                let vals = m.vals.as_ptr();
+                let rows = m.rows.as_ptr();
+                let mut j = start;
+                while j + U <= end {
+                    for u in 0..U {
+                        let wv = S::splat(*vals.add(j + u));
+                        let r = xb.add(*rows.add(j + u) as usize * w);
+                        for v in 0..CB {
+                            acc[u][v] = S::fmadd(wv, S::load(r.add(v * LANES)), acc[u][v]);
+                        }
+                    }
+                    j += U;
+                }
+                while j < end {
+                    let wv = S::splat(*vals.add(j));
+                    let r = xb.add(*rows.add(j) as usize * w);
+                    for v in 0..CB {
+                        acc[0][v] = S::fmadd(wv, S::load(r.add(v * LANES)), acc[0][v]);
+                    }
+                    j += 1;
+                }
+                for u in 1..U {
+                    for v in 0..CB {
+                        acc[0][v] = S::add(acc[0][v], acc[u][v]);
+                    }
+                }
+                if last && clamp {
+                    let (lo, hi) = (S::splat(lo), S::splat(hi));
+                    for v in 0..CB {
+                        S::store(out.add(v * LANES), S::min(S::max(acc[0][v], lo), hi));
+                    }
+                } else {
+                    for v in 0..CB {
+                        S::store(out.add(v * LANES), acc[0][v]);
+                    }
                 }
             }
-        }
-    }
-}
-
-/// Nonzeros `start..end` of channel `ch` over `CB * LANES` columns at `c`: starts from the bias
-/// when `first`, else from the partial sum in the output; applies the clamp when `last`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn sparse_channel<S: Simd, const CB: usize>(
-    m: &SparseMatrix,
-    t: &Tile,
-    ch: usize,
-    c: usize,
-    start: usize,
-    end: usize,
-    first: bool,
-    last: bool,
-) {
-    // SAFETY: nonzero j < nnz; idx[j] < K rows of `w` floats at xt; ch < N rows at yt; c + CB *
-    // LANES <= w (caller).
-    unsafe {
-        let vals = m.vals.as_ptr();
-        let idx = m.idx.as_ptr();
-        let xt = t.xt.add(c);
-        let out = t.yt.add(ch * t.w + c);
-        let mut a0 = [S::zero(); CB];
-        if first {
-            a0 = [S::splat(*m.bias.get_unchecked(ch)); CB];
-        } else {
-            for (v, a) in a0.iter_mut().enumerate() {
-                *a = S::load(out.add(v * LANES));
-            }
-        }
-        let mut a1 = [S::zero(); CB];
-        let mut j = start;
-        while j + 2 <= end {
-            let w0 = S::splat(*vals.add(j));
-            let r0 = xt.add(*idx.add(j) as usize * t.w);
-            let w1 = S::splat(*vals.add(j + 1));
-            let r1 = xt.add(*idx.add(j + 1) as usize * t.w);
-            for v in 0..CB {
-                a0[v] = S::fmadd(w0, S::load(r0.add(v * LANES)), a0[v]);
-            }
-            for v in 0..CB {
-                a1[v] = S::fmadd(w1, S::load(r1.add(v * LANES)), a1[v]);
-            }
-            j += 2;
-        }
-        if j < end {
-            let w0 = S::splat(*vals.add(j));
-            let r0 = xt.add(*idx.add(j) as usize * t.w);
-            for v in 0..CB {
-                a0[v] = S::fmadd(w0, S::load(r0.add(v * LANES)), a0[v]);
-            }
-        }
-        if last && m.epi.clamps() {
-            let (lo, hi) = (S::splat(m.epi.min), S::splat(m.epi.max));
-            for v in 0..CB {
-                S::store(out.add(v * LANES), S::min(S::max(S::add(a0[v], a1[v]), lo), hi));
-            }
-        } else {
-            for v in 0..CB {
-                S::store(out.add(v * LANES), S::add(a0[v], a1[v]));
-            }
-        }
-    }
-}
-
-/// Gathered dot products for one row of a row-major input.
-#[inline(always)]
-unsafe fn sparse_rows<S: Simd>(m: &SparseMatrix, x: &[f32], y: &mut [f32], c0: usize, c1: usize) {
-    let xp = x.as_ptr();
-    for ch in c0..c1 {
-        // SAFETY: as in `sparse_channel`; indices are < K <= x.len(); ch - c0 < y.len().
-        unsafe {
-            let start = *m.col_ptr.get_unchecked(ch) as usize;
-            let end = *m.col_ptr.get_unchecked(ch + 1) as usize;
-            let mut acc = S::zero();
-            let mut j = start;
-            while j + LANES <= end {
-                let g = S::gather(xp, m.idx.as_ptr().add(j));
-                acc = S::fmadd(S::load(m.vals.as_ptr().add(j)), g, acc);
-                j += LANES;
-            }
-            let mut s = S::reduce_sum(acc) + *m.bias.get_unchecked(ch);
-            while j < end {
-                s += *m.vals.get_unchecked(j) * *xp.add(*m.idx.get_unchecked(j) as usize);
-                j += 1;
-            }
-            *y.get_unchecked_mut(ch - c0) = m.epi.apply(s);
         }
     }
 }

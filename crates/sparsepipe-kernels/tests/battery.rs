@@ -164,3 +164,146 @@ fn nan_propagates_without_clamp() {
         assert_eq!(y[2], 2.0);
     }
 }
+
+mod attention {
+    use super::inputs;
+    use proptest::prelude::*;
+    use sparsepipe_kernels::{attention, reference_attention, AttnAxis, AttnLayout, Isa};
+
+    /// `[batch, seq, heads, depth]` operands as a linear layer writes them; mask `[batch, 1, 1,
+    /// keys]` (or `[batch, 1, queries, keys]` when `full_mask`).
+    fn bert_layout(b: usize, sq: usize, sk: usize, h: usize, d: usize, full_mask: bool) -> AttnLayout {
+        let mask_b = if full_mask { sq * sk } else { sk };
+        AttnLayout {
+            outer: vec![
+                AttnAxis { size: b, q: sq * h * d, k: sk * h * d, v: sk * h * d, mask: mask_b, out: sq * h * d },
+                AttnAxis { size: h, q: d, k: d, v: d, mask: 0, out: d },
+            ],
+            sq,
+            sk,
+            d,
+            dv: d,
+            q: (h * d, 1),
+            k: (h * d, 1),
+            v: (h * d, 1),
+            mask: (if full_mask { sk } else { 0 }, 1),
+            out: (h * d, 1),
+            scale: 1.0 / (d as f32).sqrt(),
+            zero_masked_rows: false,
+        }
+    }
+
+    fn check(l: &AttnLayout, with_mask: bool, seed: u64) {
+        let n = |len: usize, s: u64| -> Vec<f32> { inputs(len, seed ^ s).iter().map(|x| x * 3.0).collect() };
+        let ext = |f: fn(&AttnAxis) -> usize, rest: &[(usize, usize)]| -> usize {
+            l.outer.iter().map(|a| (a.size - 1) * f(a)).sum::<usize>()
+                + rest.iter().map(|&(c, s)| (c - 1) * s).sum::<usize>()
+                + 1
+        };
+        let q = n(ext(|a| a.q, &[(l.sq, l.q.0), (l.d, l.q.1)]), 1);
+        let k = n(ext(|a| a.k, &[(l.sk, l.k.0), (l.d, l.k.1)]), 2);
+        let v = n(ext(|a| a.v, &[(l.sk, l.v.0), (l.dv, l.v.1)]), 3);
+        let mut mask = n(ext(|a| a.mask, &[(l.sq, l.mask.0), (l.sk, l.mask.1)]), 4);
+        // Some keys masked out the way exporters do it.
+        for (i, m) in mask.iter_mut().enumerate() {
+            if i % 5 == 3 {
+                *m = -10000.0;
+            }
+        }
+        let mask = with_mask.then_some(mask.as_slice());
+        let want = reference_attention(l, &q, &k, &v, mask);
+        for isa in Isa::available() {
+            let mut got = vec![f32::NAN; want.len()];
+            attention(isa, l, &q, &k, &v, mask, &mut got).unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{isa} {l:?}: out[{i}] = {a}, want {b}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn matches_reference(
+            b in 1usize..4, sq in 1usize..40, sk in 1usize..70, h in 1usize..4, d in 1usize..40,
+            full_mask in any::<bool>(), with_mask in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let mut l = bert_layout(b, sq, sk, h, d, full_mask);
+            if sq != sk {
+                // Queries and keys of different lengths: q/out use their own sequence strides.
+                l.outer[0].q = sq * h * d;
+                l.outer[0].out = sq * h * d;
+            }
+            check(&l, with_mask, seed);
+        }
+    }
+
+    #[test]
+    fn bert_base_shapes_in_parallel() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            check(&bert_layout(2, 128, 128, 12, 64, false), true, 1);
+            check(&bert_layout(1, 7, 7, 12, 64, false), true, 2);
+            check(&bert_layout(3, 1, 1, 2, 64, true), true, 3);
+        });
+    }
+
+    #[test]
+    fn head_major_layouts_and_value_depth_differ() {
+        // q/k/v as [batch*heads, seq, depth] contiguous, v with its own depth, out transposed.
+        let (g, sq, sk, d, dv) = (5, 9, 33, 24, 20);
+        let l = AttnLayout {
+            outer: vec![AttnAxis { size: g, q: sq * d, k: sk * d, v: sk * dv, mask: 0, out: 1 }],
+            sq,
+            sk,
+            d,
+            dv,
+            q: (d, 1),
+            k: (1, sk),
+            v: (dv, 1),
+            mask: (0, 0),
+            out: (g, g * sq),
+            scale: 0.3,
+            zero_masked_rows: false,
+        };
+        check(&l, false, 9);
+    }
+
+    #[test]
+    fn fully_masked_queries_give_nan_or_zeros_as_asked() {
+        let mut l = bert_layout(1, 3, 20, 1, 8, true);
+        let q = inputs(3 * 8, 1);
+        let kv = inputs(20 * 8, 2);
+        let mut mask = vec![0f32; 3 * 20];
+        mask[20..40].fill(f32::NEG_INFINITY); // query 1 sees no key
+        for isa in Isa::available() {
+            for zero in [false, true] {
+                l.zero_masked_rows = zero;
+                let want = reference_attention(&l, &q, &kv, &kv, Some(&mask));
+                let mut got = vec![0f32; want.len()];
+                attention(isa, &l, &q, &kv, &kv, Some(&mask), &mut got).unwrap();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let same = if b.is_nan() { a.is_nan() } else { (a - b).abs() <= 1e-4 * b.abs().max(1.0) };
+                    assert!(same, "{isa} zero={zero}: out[{i}] = {a}, want {b}");
+                }
+                assert_eq!(got[8..16].iter().all(|x| *x == 0.0), zero, "{isa}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_layouts_are_errors_not_panics() {
+        let l = bert_layout(1, 4, 4, 2, 8, false);
+        let buf = vec![0f32; 64];
+        let mut out = vec![0f32; 63];
+        let err = attention(Isa::Portable, &l, &buf, &buf, &buf, None, &mut out).unwrap_err();
+        assert!(err.to_string().contains("attention out has 63 values"), "{err}");
+        let mut out = vec![0f32; 64];
+        let err = attention(Isa::Portable, &l, &buf, &buf, &buf, Some(&buf[..3]), &mut out).unwrap_err();
+        assert!(err.to_string().contains("attention mask"), "{err}");
+        let mut overlap = l.clone();
+        overlap.out = (1, 1);
+        let err = attention(Isa::Portable, &overlap, &buf, &buf, &buf, None, &mut out).unwrap_err();
+        assert!(err.to_string().contains("overlap"), "{err}");
+    }
+}

@@ -108,7 +108,8 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (model_path, *, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend="tract", isa=None))]
+    #[allow(clippy::too_many_arguments)] // one keyword argument per engine option
+    #[pyo3(signature = (model_path, *, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend="tract", isa=None, fuse=true))]
     fn new(
         py: Python<'_>,
         model_path: PathBuf,
@@ -117,6 +118,7 @@ impl PyEngine {
         sparsity_threshold: f64,
         dense_backend: &str,
         isa: Option<&str>,
+        fuse: bool,
     ) -> PyResult<Self> {
         let dense_backend = match dense_backend {
             "tract" => DenseBackend::Tract,
@@ -134,7 +136,7 @@ impl PyEngine {
                 to_pyerr(py, Error::Config(format!("isa must be 'avx512', 'avx2' or 'portable', got {name:?}")))
             })?),
         };
-        let options = EngineOptions { batch_size, num_threads, sparsity_threshold, dense_backend, isa };
+        let options = EngineOptions { batch_size, num_threads, sparsity_threshold, dense_backend, isa, fuse };
         let inner = py.detach(|| Engine::load(&model_path, options)).map_err(|e| to_pyerr(py, e))?;
         Ok(PyEngine { inner })
     }
@@ -227,6 +229,16 @@ impl PyEngine {
     #[getter]
     fn model_path(&self) -> PathBuf {
         self.inner.path().to_path_buf()
+    }
+
+    #[getter]
+    fn fuse(&self) -> bool {
+        self.inner.options().fuse
+    }
+
+    /// Names of the softmax nodes whose attention runs as one fused op.
+    fn fused_attention(&self) -> Vec<String> {
+        self.inner.fused_attention().to_vec()
     }
 
     /// One dict per constant-weight matmul.

@@ -1,5 +1,6 @@
 //! Graph passes, one per file: tract's declutter (guarded) and ours, run between it and optimize.
 
+pub mod attention;
 pub mod broadcast_add;
 pub mod epilogue;
 pub(crate) mod guarded;

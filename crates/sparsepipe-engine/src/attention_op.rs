@@ -1,0 +1,170 @@
+//! `MaskedAttention`: `softmax(scale·q·kᵀ + mask)·v` as one op on our attention kernel, reading
+//! q, k and v in the layout the graph produced them (no transposes).
+
+use sparsepipe_kernels::{attention, AttnAxis, AttnLayout, Isa};
+use tract_core::internal::*;
+use tract_linalg::multithread::{current_tract_executor, Executor};
+
+/// Where each role of the attention lives in each operand, by axis position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttnAxes {
+    /// Batch-like axes (batch, head): positions in (q, k, v, mask, out).
+    pub outer: Vec<[usize; 5]>,
+    /// q: (query, depth).
+    pub q: (usize, usize),
+    /// k: (key, depth).
+    pub k: (usize, usize),
+    /// v: (key, value depth).
+    pub v: (usize, usize),
+    /// mask, laid out like the scores: (query, key).
+    pub mask: (usize, usize),
+    /// out: (query, value depth).
+    pub out: (usize, usize),
+    /// Rank of the output.
+    pub out_rank: usize,
+}
+
+/// `out = softmax(scale·q·kᵀ + mask)·v`, inputs `[q, k, v]` or `[q, k, v, mask]` (f32, any
+/// layout `axes` describes; the mask broadcasts along its size-1 axes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskedAttention {
+    pub(crate) axes: AttnAxes,
+    pub(crate) scale: f32,
+    /// Queries with every key masked to `-inf` give zeros (a NaN guard followed the softmax).
+    pub(crate) zero_masked_rows: bool,
+    pub(crate) isa: Isa,
+}
+
+impl Eq for MaskedAttention {}
+
+fn strides(shape: &[usize]) -> TVec<usize> {
+    let mut s: TVec<usize> = tvec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+impl MaskedAttention {
+    fn output_shape<D: DimLike>(&self, q: &[D], v: &[D]) -> TVec<D> {
+        let mut shape: TVec<D> = tvec![D::from(1usize); self.axes.out_rank];
+        for o in &self.axes.outer {
+            shape[o[4]] = q[o[0]].clone();
+        }
+        shape[self.axes.out.0] = q[self.axes.q.0].clone();
+        shape[self.axes.out.1] = v[self.axes.v.1].clone();
+        shape
+    }
+
+    /// The kernel layout for these concrete input shapes, after checking they agree.
+    fn layout(&self, q: &[usize], k: &[usize], v: &[usize], mask: Option<&[usize]>) -> TractResult<AttnLayout> {
+        let a = &self.axes;
+        let out_shape = self.output_shape(q, v);
+        let (qs, ks, vs, os) = (strides(q), strides(k), strides(v), strides(&out_shape));
+        let ms = mask.map(strides);
+        let mask_stride = |pos: usize, size: usize| -> TractResult<usize> {
+            match (mask, &ms) {
+                (Some(m), Some(s)) if m[pos] == size => Ok(s[pos]),
+                (Some(m), Some(_)) if m[pos] == 1 => Ok(0),
+                (Some(m), _) => bail!("attention mask dimension {} is {}, expected {size} or 1", pos, m[pos]),
+                _ => Ok(0),
+            }
+        };
+        let mut outer = vec![];
+        for o in &a.outer {
+            let size = q[o[0]];
+            ensure!(
+                k[o[1]] == size && v[o[2]] == size,
+                "attention operands disagree on a batch axis: q {q:?}, k {k:?}, v {v:?}"
+            );
+            outer.push(AttnAxis {
+                size,
+                q: qs[o[0]],
+                k: ks[o[1]],
+                v: vs[o[2]],
+                mask: mask_stride(o[3], size)?,
+                out: os[o[4]],
+            });
+        }
+        let (sq, sk, d, dv) = (q[a.q.0], k[a.k.0], q[a.q.1], v[a.v.1]);
+        ensure!(k[a.k.1] == d, "attention q depth {d} differs from k depth {}", k[a.k.1]);
+        ensure!(v[a.v.0] == sk, "attention k has {sk} keys but v has {}", v[a.v.0]);
+        Ok(AttnLayout {
+            outer,
+            sq,
+            sk,
+            d,
+            dv,
+            q: (qs[a.q.0], qs[a.q.1]),
+            k: (ks[a.k.0], ks[a.k.1]),
+            v: (vs[a.v.0], vs[a.v.1]),
+            mask: (mask_stride(a.mask.0, sq)?, mask_stride(a.mask.1, sk)?),
+            out: (os[a.out.0], os[a.out.1]),
+            scale: self.scale,
+            zero_masked_rows: self.zero_masked_rows,
+        })
+    }
+}
+
+impl Op for MaskedAttention {
+    fn name(&self) -> StaticName {
+        "SparsepipeAttention".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "scale {} isa={}{}",
+            self.scale,
+            self.isa,
+            if self.zero_masked_rows { " masked rows 0" } else { "" }
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MaskedAttention {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 3 || inputs.len() == 4, "attention takes q, k, v and an optional mask");
+        let mask = inputs.get(3);
+        let layout = self.layout(inputs[0].shape(), inputs[1].shape(), inputs[2].shape(), mask.map(|m| m.shape()))?;
+        let out_shape = self.output_shape(inputs[0].shape(), inputs[2].shape());
+        let mut y = Tensor::zero::<f32>(&out_shape)?;
+        {
+            let q = inputs[0].try_as_plain_ram()?;
+            let k = inputs[1].try_as_plain_ram()?;
+            let v = inputs[2].try_as_plain_ram()?;
+            let m = mask.map(|m| m.try_as_plain_ram()).transpose()?;
+            let (q, k, v) = (q.as_slice::<f32>()?, k.as_slice::<f32>()?, v.as_slice::<f32>()?);
+            let m = m.as_ref().map(|m| m.as_slice::<f32>()).transpose()?;
+            let mut view = y.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            let mut run = || attention(self.isa, &layout, q, k, v, m, out).map_err(|e| format_err!("{e}"));
+            match current_tract_executor() {
+                Executor::MultiThread(pool) => pool.install(run)?,
+                _ => run()?,
+            }
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for MaskedAttention {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 3 || inputs.len() == 4);
+        let q: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
+        let v: TVec<TDim> = inputs[2].shape.iter().cloned().collect();
+        Ok(tvec!(f32::fact(self.output_shape(&q, &v))))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        // q·kᵀ and p·v: about twice the q volume times the keys (value depth ~ depth).
+        let keys = inputs[1].shape[self.axes.k.0].clone();
+        let macs = inputs[0].shape.iter().product::<TDim>() * keys * 2;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), macs)))
+    }
+
+    as_op!();
+}

@@ -1,0 +1,275 @@
+//! Replaces scaled dot-product attention — `EinSum(q, k)`, an optional multiply by a constant
+//! scalar, an optional additive mask, `Softmax` over the keys, `EinSum(p, v)` — by one
+//! [`MaskedAttention`] on our kernel. The NaN guard transformers 5 exports after the softmax
+//! (`Where(IsNaN(p), 0, p)`, for queries whose keys are all masked) is folded in too. Recognised by dataflow and einsum axes, not node names, in
+//! any operand layout; a chain whose intermediate results are used elsewhere is left alone.
+
+use sparsepipe_kernels::Isa;
+use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::nn::{Softmax, SoftmaxKind};
+
+use crate::attention_op::{AttnAxes, MaskedAttention};
+
+/// Rewrites every recognised attention of `model`; returns the names of the replaced softmaxes.
+pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<Vec<String>> {
+    let mut fused = vec![];
+    for id in model.eval_order()? {
+        if !model.nodes().get(id).is_some_and(|n| n.op_is::<Softmax>()) {
+            continue;
+        }
+        let Some(m) = find(model, id)? else { continue };
+        let name = model.node(id).name.clone();
+        let mut patch = TypedModelPatch::default();
+        let mut taps = tvec![];
+        for o in &m.inputs {
+            taps.push(patch.tap_model(model, *o)?);
+        }
+        let op = MaskedAttention { axes: m.axes, scale: m.scale, zero_masked_rows: m.guarded, isa };
+        let y = patch.wire_node(format!("{name}.attention"), op, &taps)?;
+        patch.shunt_outside(model, OutletId::new(m.last, 0), y[0])?;
+        patch.apply(model)?;
+        fused.push(name);
+    }
+    model.compact()?;
+    Ok(fused)
+}
+
+struct Match {
+    /// q, k, v and the mask when there is one.
+    inputs: TVec<OutletId>,
+    axes: AttnAxes,
+    scale: f32,
+    /// A NaN guard followed the softmax.
+    guarded: bool,
+    /// The `EinSum(p, v)` node whose output the op replaces.
+    last: usize,
+}
+
+/// The `Iff(IsNan(p), 0, p)` node when the softmax output `p` feeds exactly that guard.
+fn nan_guard(model: &TypedModel, softmax: usize) -> TractResult<Option<usize>> {
+    if model.output_outlets()?.iter().any(|o| o.node == softmax) {
+        return Ok(None);
+    }
+    let succ: Vec<usize> = model.node(softmax).outputs[0].successors.iter().map(|i| i.node).collect();
+    if succ.len() != 2 {
+        return Ok(None);
+    }
+    let p = OutletId::new(softmax, 0);
+    for (a, b) in [(succ[0], succ[1]), (succ[1], succ[0])] {
+        let (isnan, iff) = (model.node(a), model.node(b));
+        if isnan.op.name() != "IsNan" || iff.op.name() != "Iff" || iff.inputs.len() != 3 {
+            continue;
+        }
+        if only_succ(model, a)?.map(|n| n.id) != Some(b) || iff.inputs[0] != OutletId::new(a, 0) || iff.inputs[2] != p {
+            continue;
+        }
+        let zero = model.outlet_fact(iff.inputs[1])?;
+        let is_zero = match &zero.konst {
+            Some(k) if k.datum_type() == f32::datum_type() && k.is_plain() => {
+                k.try_as_plain_ram()?.as_slice::<f32>()?.iter().all(|v| *v == 0.0)
+            }
+            _ => false,
+        };
+        if is_zero && model.outlet_fact(OutletId::new(b, 0))?.shape == model.outlet_fact(p)?.shape {
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
+}
+
+/// The single successor of `node`, unless its output is a model output or used twice.
+fn only_succ(model: &TypedModel, node: usize) -> TractResult<Option<&TypedNode>> {
+    if model.output_outlets()?.iter().any(|o| o.node == node) {
+        return Ok(None);
+    }
+    model.single_succ(node)
+}
+
+fn is_f32(model: &TypedModel, o: OutletId) -> TractResult<bool> {
+    Ok(model.outlet_fact(o)?.datum_type == f32::datum_type())
+}
+
+fn bin_op<'a>(node: &'a TypedNode, name: &str) -> Option<&'a TypedBinOp> {
+    node.op_as::<TypedBinOp>()
+        .filter(|b| b.0.name() == name && b.1.is_none_or(|dt| dt == f32::datum_type()) && node.inputs.len() == 2)
+}
+
+/// A constant holding a single f32.
+fn scalar(model: &TypedModel, o: OutletId) -> TractResult<Option<f32>> {
+    let fact = model.outlet_fact(o)?;
+    match &fact.konst {
+        Some(k) if k.datum_type() == f32::datum_type() && k.len() == 1 && k.is_plain() => {
+            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?[0]))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Positions of one einsum axis in (input 0, input 1, output), each absent or single.
+type Pos = (Option<usize>, Option<usize>, Option<usize>);
+
+fn positions(es: &EinSum) -> Option<Vec<Pos>> {
+    let mut out = vec![];
+    for axis in es.axes.iter_all_axes() {
+        if axis.inputs.len() != 2 || axis.inputs.iter().any(|i| i.len() > 1) || axis.outputs[0].len() > 1 {
+            return None;
+        }
+        out.push((axis.inputs[0].first().copied(), axis.inputs[1].first().copied(), axis.outputs[0].first().copied()));
+    }
+    Some(out)
+}
+
+fn plain_einsum(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Vec<Pos>>> {
+    let Some(es) = node.op_as::<EinSum>() else { return Ok(None) };
+    if node.inputs.len() != 2 || es.q_params.is_some() || es.operating_dt != f32::datum_type() {
+        return Ok(None);
+    }
+    for i in &node.inputs {
+        if !is_f32(model, *i)? || model.outlet_fact(*i)?.konst.is_some() {
+            return Ok(None);
+        }
+    }
+    Ok(positions(es))
+}
+
+fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
+    let sm_node = model.node(softmax);
+    let sm = sm_node.op_as::<Softmax>().unwrap();
+    if sm.kind != SoftmaxKind::Softmax || sm.axes.len() != 1 || sm.quant_output_dt.is_some() {
+        return Ok(None);
+    }
+    let key_axis = sm.axes[0];
+    let scores_fact = model.outlet_fact(sm_node.inputs[0])?.clone();
+    if scores_fact.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    // Walk back: [Add(mask)] <- [Mul(scale)] <- EinSum(q, k), each used only by the next.
+    let mut cur = sm_node.inputs[0].node;
+    let mut mask = None;
+    let mut scale = 1.0f32;
+    if bin_op(model.node(cur), "Add").is_some() {
+        let node = model.node(cur);
+        let mut picked = None;
+        for (s, o) in [(0, 1), (1, 0)] {
+            let (a, b) = (node.inputs[s], node.inputs[o]);
+            let looks_like_scores = {
+                let n = model.node(a.node);
+                n.op_is::<EinSum>() || bin_op(n, "Mul").is_some()
+            };
+            if looks_like_scores && model.outlet_fact(b)?.konst.is_none() && is_f32(model, b)? {
+                picked = Some((a, b));
+                break;
+            }
+        }
+        let Some((a, b)) = picked else { return Ok(None) };
+        if only_succ(model, a.node)?.map(|n| n.id) != Some(cur) {
+            return Ok(None);
+        }
+        let mfact = model.outlet_fact(b)?;
+        if mfact.rank() != scores_fact.rank()
+            || mfact.shape.iter().zip(scores_fact.shape.iter()).any(|(m, s)| m != s && !m.is_one())
+        {
+            return Ok(None);
+        }
+        mask = Some(b);
+        cur = a.node;
+    }
+    if bin_op(model.node(cur), "Mul").is_some() {
+        let node = model.node(cur);
+        let found = match (scalar(model, node.inputs[0])?, scalar(model, node.inputs[1])?) {
+            (Some(s), None) => Some((s, node.inputs[1])),
+            (None, Some(s)) => Some((s, node.inputs[0])),
+            _ => None,
+        };
+        let Some((s, other)) = found else { return Ok(None) };
+        if only_succ(model, other.node)?.map(|n| n.id) != Some(cur) {
+            return Ok(None);
+        }
+        scale = s;
+        cur = other.node;
+    }
+    let qk_node = model.node(cur);
+    let Some(qk) = plain_einsum(model, qk_node)? else { return Ok(None) };
+    if model.outlet_fact(OutletId::new(cur, 0))?.shape != scores_fact.shape {
+        return Ok(None);
+    }
+    // Roles in EinSum(q, k): batch (in both and out), query (first only), key (second only),
+    // depth (both, summed). Either input may be q.
+    let (mut batch, mut only0, mut only1, mut depth) = (vec![], vec![], vec![], vec![]);
+    for p in &qk {
+        match *p {
+            (Some(a), Some(b), Some(o)) => batch.push((a, b, o)),
+            (Some(a), None, Some(o)) => only0.push((a, o)),
+            (None, Some(b), Some(o)) => only1.push((b, o)),
+            (Some(a), Some(b), None) => depth.push((a, b)),
+            _ => return Ok(None),
+        }
+    }
+    if only0.len() != 1 || only1.len() != 1 || depth.len() != 1 {
+        return Ok(None);
+    }
+    let (q_slot, (q_m, s_m), (k_n, s_n), (q_d, k_d)) = if only1[0].1 == key_axis {
+        (0, only0[0], only1[0], depth[0])
+    } else if only0[0].1 == key_axis {
+        (1, only1[0], only0[0], (depth[0].1, depth[0].0))
+    } else {
+        return Ok(None);
+    };
+    let (q, k) = (qk_node.inputs[q_slot], qk_node.inputs[1 - q_slot]);
+    // Forward: Softmax -> [NaN guard] -> EinSum(p, v).
+    let guard = nan_guard(model, softmax)?;
+    let p_node = guard.unwrap_or(softmax);
+    let Some(pv_node) = only_succ(model, p_node)? else { return Ok(None) };
+    let Some(pv) = plain_einsum(model, pv_node)? else { return Ok(None) };
+    let p_slot = pv_node.inputs.iter().position(|i| i.node == p_node).unwrap();
+    if pv_node.inputs[1 - p_slot].node == p_node {
+        return Ok(None);
+    }
+    let v = pv_node.inputs[1 - p_slot];
+    let pick = |p: &Pos| if p_slot == 0 { (p.0, p.1, p.2) } else { (p.1, p.0, p.2) };
+    let (mut outer, mut pv_query, mut pv_key, mut pv_dv) = (vec![], None, None, None);
+    for p in pv.iter().map(pick) {
+        match p {
+            (Some(ps), Some(vp), Some(o)) => {
+                // A batch axis of the scores: find its q/k positions.
+                let Some(&(qa, ka, _)) = batch.iter().find(|b| b.2 == ps) else { return Ok(None) };
+                let (qa, ka) = if q_slot == 0 { (qa, ka) } else { (ka, qa) };
+                outer.push([qa, ka, vp, ps, o]);
+            }
+            (Some(ps), None, Some(o)) if ps == s_m && pv_query.is_none() => pv_query = Some(o),
+            (Some(ps), Some(vp), None) if ps == s_n && pv_key.is_none() => pv_key = Some(vp),
+            (None, Some(vp), Some(o)) if pv_dv.is_none() => pv_dv = Some((vp, o)),
+            _ => return Ok(None),
+        }
+    }
+    let (Some(out_m), Some(v_n), Some((v_dv, out_dv))) = (pv_query, pv_key, pv_dv) else { return Ok(None) };
+    if outer.len() != batch.len() {
+        return Ok(None);
+    }
+    // Batch dims must agree exactly (no broadcasting between q, k and v).
+    let (qf, kf, vf) = (model.outlet_fact(q)?, model.outlet_fact(k)?, model.outlet_fact(v)?);
+    if outer.iter().any(|o| qf.shape[o[0]] != kf.shape[o[1]] || qf.shape[o[0]] != vf.shape[o[2]]) {
+        return Ok(None);
+    }
+    let out_fact = model.outlet_fact(OutletId::new(pv_node.id, 0))?;
+    let axes = AttnAxes {
+        outer,
+        q: (q_m, q_d),
+        k: (k_n, k_d),
+        v: (v_n, v_dv),
+        mask: (s_m, s_n),
+        out: (out_m, out_dv),
+        out_rank: out_fact.rank(),
+    };
+    let mut inputs = tvec![q, k, v];
+    inputs.extend(mask);
+    // The op must produce exactly the fact it replaces.
+    let op = MaskedAttention { axes: axes.clone(), scale, zero_masked_rows: false, isa: Isa::Portable };
+    let facts: TVec<&TypedFact> = inputs.iter().map(|o| model.outlet_fact(*o)).collect::<TractResult<_>>()?;
+    if op.output_facts(&facts)?[0].shape != out_fact.shape {
+        return Ok(None);
+    }
+    Ok(Some(Match { inputs, axes, scale, guarded: guard.is_some(), last: pv_node.id }))
+}

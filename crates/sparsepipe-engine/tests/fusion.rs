@@ -1,0 +1,100 @@
+//! The attention fusion pass on and off over the exporter corpus (`tests/data/exporters`: real
+//! transformers and torch exports of 11 text architectures): the fused plan gives the unfused
+//! plan's outputs, and the architectures whose attention is the plain pattern are fused.
+
+use std::path::PathBuf;
+
+use sparsepipe_engine::{Array, ArrayRef, Data, DataRef, Dim, Engine, EngineOptions};
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/exporters")
+}
+
+/// Inputs for batch 2, length 7: ids in range, the second row's mask padded after 4 tokens.
+fn inputs_for(engine: &Engine) -> Vec<(Vec<usize>, Data)> {
+    engine
+        .inputs()
+        .iter()
+        .map(|info| {
+            let shape: Vec<usize> = info
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    Dim::Fixed(v) => *v,
+                    Dim::Symbol(_) if i == 0 => 2,
+                    Dim::Symbol(_) => 7,
+                })
+                .collect();
+            let len: usize = shape.iter().product();
+            let last = *shape.last().unwrap_or(&1);
+            let data = match info.dtype.map(|d| d.name()) {
+                Some("int64") if info.name.contains("mask") => {
+                    Data::I64((0..len).map(|i| i64::from(i < last || i % last < 4)).collect())
+                }
+                Some("int64") if info.name.contains("type") => Data::I64((0..len).map(|i| (i % 2) as i64).collect()),
+                Some("int64") => Data::I64((0..len).map(|i| (i * 37 % 90 + 5) as i64).collect()),
+                _ => Data::F32((0..len).map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.3).collect()),
+            };
+            (shape, data)
+        })
+        .collect()
+}
+
+fn run(engine: &Engine, inputs: &[(Vec<usize>, Data)]) -> Vec<Array> {
+    let refs: Vec<ArrayRef> = inputs
+        .iter()
+        .map(|(shape, data)| ArrayRef {
+            shape,
+            data: match data {
+                Data::I64(v) => DataRef::I64(v),
+                Data::F32(v) => DataRef::F32(v),
+                _ => unreachable!(),
+            },
+        })
+        .collect();
+    engine.run(&refs).unwrap()
+}
+
+#[test]
+fn fused_attention_equals_unfused_on_exporter_graphs() {
+    let mut fused_models = vec![];
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(corpus()).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
+    for dir in dirs.iter().filter(|d| d.join("model.onnx").is_file()) {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let on = Engine::load(dir, EngineOptions { num_threads: Some(2), ..Default::default() }).unwrap();
+        if on.inputs().iter().any(|i| i.dtype.map(|d| d.name()) == Some("float32")) {
+            continue; // vision models: no attention of this form
+        }
+        let off = Engine::load(dir, EngineOptions { num_threads: Some(1), fuse: false, ..Default::default() }).unwrap();
+        assert!(off.fused_attention().is_empty());
+        let inputs = inputs_for(&on);
+        let (a, b) = (run(&on, &inputs), run(&off, &inputs));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.shape, y.shape, "{name}");
+            if let (Data::F32(x), Data::F32(y)) = (&x.data, &y.data) {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    assert!((p - q).abs() <= 1e-4 * q.abs().max(1.0), "{name}: fused {p} vs unfused {q} at {i}");
+                }
+            }
+        }
+        if !on.fused_attention().is_empty() {
+            fused_models.push(name);
+        }
+    }
+    eprintln!("fused: {fused_models:?}");
+    // transformers 4 (eager attention), transformers 5 (SDPA with its NaN guard), torch dynamo.
+    for model in [
+        "tf4-legacy-op14-bert-seqcls",
+        "tf4-legacy-op14-distilbert-seqcls",
+        "tf4-legacy-op14-roberta-seqcls",
+        "tf5-legacy-op17-bert-seqcls",
+        "tf5-legacy-op17-electra-tokcls",
+        "tf5-legacy-op17-xlm-roberta-qa",
+        "tf5-dynamo-op20-bert-seqcls",
+        "tf5-dynamo-op20-distilbert-qa",
+    ] {
+        assert!(fused_models.iter().any(|m| m == model), "{model} was not fused: {fused_models:?}");
+    }
+}

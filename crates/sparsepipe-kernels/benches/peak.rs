@@ -1,0 +1,176 @@
+//! Kernel efficiency table: GFLOP/s and % of the core's FMA peak per BERT-base shape.
+//!
+//! The peak is measured, not assumed: a loop of independent 512-bit (or 256-bit) FMAs on one
+//! core gives this CPU's FMA throughput at its current clock (two FMA ports x 16 lanes x 2 FLOP
+//! per cycle on AVX-512 machines). Each shape is then timed single-threaded (median of
+//! repetitions, after a warm-up) and its useful FLOPs (2 per nonzero per token, plus the bias)
+//! are divided by that peak. With `SPARSEPIPE_NUM_THREADS=T` it also runs on T threads and
+//! reports the speed-up. Run: `cargo bench -p sparsepipe-kernels --bench peak`
+//! (optional filter argument: a substring of the shape name, e.g. `K768xN3072`).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use sparsepipe_kernels::{default_kblock, l1d_bytes, Epilogue, Isa, PackedLinear};
+
+const MS: [usize; 4] = [8, 32, 128, 512];
+const KNS: [(usize, usize); 3] = [(768, 768), (768, 3072), (3072, 768)];
+const SPARSITIES: [f64; 4] = [0.0, 0.8, 0.9, 0.95];
+
+fn xorshift(seed: u64) -> impl FnMut() -> f64 {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn weight(k: usize, n: usize, sparsity: f64, seed: u64) -> Vec<f32> {
+    let mut r = xorshift(seed);
+    (0..k * n).map(|_| if r() < sparsity { 0.0 } else { (r() * 2.0 - 1.0) as f32 + 1e-3 }).collect()
+}
+
+/// Median seconds per call of `f` over enough repetitions to fill about `budget` seconds.
+fn median_secs(mut f: impl FnMut(), budget: f64) -> f64 {
+    let t = Instant::now();
+    f();
+    let once = t.elapsed().as_secs_f64().max(1e-7);
+    let reps = ((budget / once) as usize).clamp(5, 2000);
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[reps / 2]
+}
+
+/// Measured single-core FMA throughput in FLOP/s for `isa` (24 independent accumulators).
+fn fma_peak(isa: Isa) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run512(iters: usize) -> f32 {
+            let mut acc = [_mm512_set1_ps(0.0); 24];
+            let a = _mm512_set1_ps(0.999_999);
+            let b = _mm512_set1_ps(1e-7);
+            for _ in 0..iters {
+                for v in acc.iter_mut() {
+                    *v = _mm512_fmadd_ps(*v, a, b);
+                }
+            }
+            acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run256(iters: usize) -> f32 {
+            let mut acc = [_mm256_set1_ps(0.0); 24];
+            let a = _mm256_set1_ps(0.999_999);
+            let b = _mm256_set1_ps(1e-7);
+            for _ in 0..iters {
+                for v in acc.iter_mut() {
+                    *v = _mm256_fmadd_ps(*v, a, b);
+                }
+            }
+            let total = acc.iter().fold(_mm256_setzero_ps(), |t, v| _mm256_add_ps(t, *v));
+            let mut out = [0f32; 8];
+            // SAFETY: `out` holds 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
+            out.iter().sum()
+        }
+        let iters = 2_000_000;
+        match isa {
+            Isa::Avx512 => {
+                let s = median_secs(
+                    || {
+                        // SAFETY: Isa::Avx512 is only passed when the CPU supports it.
+                        black_box(unsafe { run512(black_box(iters)) });
+                    },
+                    0.5,
+                );
+                return (iters * 24 * 16 * 2) as f64 / s;
+            }
+            Isa::Avx2 => {
+                let s = median_secs(
+                    || {
+                        // SAFETY: Isa::Avx2 is only passed when the CPU supports it.
+                        black_box(unsafe { run256(black_box(iters)) });
+                    },
+                    0.5,
+                );
+                return (iters * 24 * 8 * 2) as f64 / s;
+            }
+            Isa::Portable => {}
+        }
+    }
+    let _ = isa;
+    f64::NAN
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let isa = Isa::best();
+    let threads = std::env::var("SPARSEPIPE_NUM_THREADS").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let many = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build().unwrap();
+    let peak = one.install(|| fma_peak(isa));
+    println!(
+        "isa={isa} L1d={} KiB kblock={} measured 1-core FMA peak {:.1} GFLOP/s",
+        l1d_bytes() / 1024,
+        default_kblock(),
+        peak / 1e9
+    );
+    println!(
+        "{:<22} {:>5} {:>5} {:>10} {:>9} {:>7}{}",
+        "shape",
+        "kind",
+        "M",
+        "us/call",
+        "GFLOP/s",
+        "%peak",
+        if threads > 1 { format!(" {:>8}", format!("x{threads}T")) } else { String::new() }
+    );
+    for &(k, n) in &KNS {
+        for &s in &SPARSITIES {
+            let name = format!("K{k}xN{n}/s{s:.2}");
+            if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+                continue;
+            }
+            let w = weight(k, n, s, (k * 31 + n) as u64);
+            let nnz = w.iter().filter(|v| **v != 0.0).count();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32 * 1e-3).collect();
+            let at = |r: usize, c: usize| w[r * n + c];
+            let packed = if s > 0.0 {
+                PackedLinear::sparse(k, n, at, Epilogue::with_bias(bias))
+            } else {
+                PackedLinear::dense(k, n, at, Epilogue::with_bias(bias))
+            };
+            for &m in &MS {
+                let x: Vec<f32> = {
+                    let mut r = xorshift(m as u64);
+                    (0..m * k).map(|_| r() as f32).collect()
+                };
+                let mut y = vec![0f32; m * n];
+                let flops = 2.0 * (nnz + n) as f64 * m as f64;
+                let t1 = one.install(|| median_secs(|| packed.run(isa, black_box(&x), m, 1, &mut y).unwrap(), 0.3));
+                let gf = flops / t1 / 1e9;
+                let mut line = format!(
+                    "{name:<22} {:>5} {m:>5} {:>10.1} {gf:>9.1} {:>6.1}%",
+                    packed.kind(),
+                    t1 * 1e6,
+                    100.0 * gf * 1e9 / peak
+                );
+                if threads > 1 {
+                    let tn =
+                        many.install(|| median_secs(|| packed.run(isa, black_box(&x), m, 1, &mut y).unwrap(), 0.3));
+                    line += &format!(" {:>8.2}", t1 / tn);
+                }
+                println!("{line}");
+            }
+        }
+    }
+}
