@@ -191,8 +191,11 @@ def test_fused_equals_unfused_and_onnxruntime(
     onnx.save_model(model, str(path))
     fused = {n: sparsepipe.Engine(path, num_threads=n) for n in (1, 2)}
     plain = sparsepipe.Engine(path, num_threads=1, fuse=False)
-    assert len(fused[1].fused_attention()) == 2, fused[1].fused_attention()
-    assert plain.fused_attention() == []
+    ops = fused[1].fused_ops()
+    assert len(ops["attention"]) == 2, ops
+    # Two per layer (post-LN) or two per layer plus the final one (pre-LN).
+    assert len(ops["layer_norm"]) == (5 if LAYOUTS[layout].get("pre_ln") else 4), ops
+    assert plain.fused_ops() == {"attention": [], "layer_norm": []}
     for batch, seq in itertools.product((1, 3), (1, 7, 128)):
         feeds = _feeds(model, batch, seq, 32, seed=batch * 1000 + seq)
         (want,) = ort_run(path, feeds)
@@ -214,7 +217,7 @@ def test_other_sparsities_with_bert_base_head_size(
     path = tmp_path / "model.onnx"
     onnx.save_model(model, str(path))
     engine = sparsepipe.Engine(path, num_threads=2)
-    assert len(engine.fused_attention()) == 1
+    assert len(engine.fused_ops()["attention"]) == 1
     for batch, seq in ((1, 128), (3, 7)):
         feeds = _feeds(model, batch, seq, 128, seed=seq)
         (want,) = ort_run(path, feeds)
@@ -231,7 +234,7 @@ def test_attention_probabilities_used_elsewhere_are_not_fused(tmp_path: Path, or
     path = tmp_path / "model.onnx"
     onnx.save_model(model, str(path))
     engine = sparsepipe.Engine(path, num_threads=2)
-    assert engine.fused_attention() == []
+    assert engine.fused_ops()["attention"] == []
     feeds = _feeds(model, 2, 5, 32, seed=1)
     for got, want in zip(engine.run(feeds), ort_run(path, feeds)):
         _tol_check(got, want, "probabilities as an output")

@@ -77,7 +77,8 @@ class Engine:
         dense_backend: who runs the other weights: ``"tract"`` (default) or ``"sparsepipe"``.
         isa: force a kernel instruction set (``"avx512"``, ``"avx2"``, ``"portable"``).
         fuse: run recognised subgraphs (scaled dot-product attention: ``q·kᵀ``, scale, additive
-            mask, softmax, ``·v``) as one fused op (default); ``False`` runs them op by op.
+            mask, softmax, ``·v``; layer normalization) as one fused op each (default);
+            ``False`` runs them op by op.
     """
 
     def __init__(
@@ -239,9 +240,14 @@ class Engine:
         """Whether recognised subgraphs run as fused ops."""
         return self._engine.fuse
 
-    def fused_attention(self) -> list[str]:
-        """Names of the softmax nodes whose attention runs as one fused op."""
-        return self._engine.fused_attention()
+    def fused_ops(self) -> dict[str, list[str]]:
+        """The subgraphs that run as one fused op, by kind: ``"attention"`` (``q·kᵀ``, scale,
+        mask, softmax, ``·v``; named by the softmax node) and ``"layer_norm"`` (named by the
+        normalization node); empty lists when ``fuse=False``."""
+        out: dict[str, list[str]] = {"attention": [], "layer_norm": []}
+        for kind, node in self._engine.fused_ops():
+            out.setdefault(kind, []).append(node)
+        return out
 
     def __repr__(self) -> str:
         report = self.sparsity_report()

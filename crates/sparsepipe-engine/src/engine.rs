@@ -32,7 +32,8 @@ pub struct EngineOptions {
     pub dense_backend: DenseBackend,
     /// Kernel instruction set; `None` picks the best this CPU has.
     pub isa: Option<Isa>,
-    /// Replace recognised subgraphs (scaled dot-product attention) by fused ops.
+    /// Replace recognised subgraphs (scaled dot-product attention, layer normalization) by
+    /// fused ops.
     pub fuse: bool,
 }
 
@@ -62,6 +63,15 @@ pub struct NodeTime {
     pub output_elements: usize,
 }
 
+/// A subgraph replaced by one fused op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedOp {
+    /// `"attention"` (`q·kᵀ`, scale, mask, softmax, `·v`) or `"layer_norm"`.
+    pub kind: &'static str,
+    /// The node that names it in the decluttered graph (the softmax, or the RMS norm).
+    pub node: String,
+}
+
 /// A loaded, optimized model; `run` may be called concurrently from several threads.
 #[derive(Debug)]
 pub struct Engine {
@@ -71,7 +81,7 @@ pub struct Engine {
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     report: Vec<LayerReport>,
-    fused: Vec<String>,
+    fused: Vec<FusedOp>,
     index_bounds: Vec<IndexBound>,
     options: EngineOptions,
     isa: Isa,
@@ -119,8 +129,15 @@ impl Engine {
         let cfg =
             weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
         let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
-        let fused =
-            if options.fuse { passes::attention::run(&mut typed, isa).map_err(load_err(&path))? } else { vec![] };
+        let mut fused = vec![];
+        if options.fuse {
+            for node in passes::attention::run(&mut typed, isa).map_err(load_err(&path))? {
+                fused.push(FusedOp { kind: "attention", node });
+            }
+            for node in passes::layer_norm::run(&mut typed, isa).map_err(load_err(&path))? {
+                fused.push(FusedOp { kind: "layer_norm", node });
+            }
+        }
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =
@@ -152,8 +169,8 @@ impl Engine {
         &self.report
     }
 
-    /// Softmax nodes whose attention (`q·kᵀ`, scale, mask, softmax, `·v`) runs as one fused op.
-    pub fn fused_attention(&self) -> &[String] {
+    /// The subgraphs that run as one fused op, in the order they were found.
+    pub fn fused_ops(&self) -> &[FusedOp] {
         &self.fused
     }
 

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 mod external_data;
 mod load;
+mod norm_op;
 mod normalize;
 pub mod op;
 pub mod passes;
@@ -16,7 +17,7 @@ pub mod report;
 pub mod threads;
 
 pub use array::{Array, ArrayRef, DType, Data, DataRef, Dim, TensorInfo};
-pub use engine::{Engine, EngineOptions, NodeTime};
+pub use engine::{Engine, EngineOptions, FusedOp, NodeTime};
 pub use error::{Error, Result};
 pub use passes::weight_matmul::DenseBackend;
 pub use report::LayerReport;

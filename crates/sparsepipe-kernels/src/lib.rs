@@ -14,6 +14,7 @@ mod cache;
 mod dense;
 mod exec;
 mod isa;
+mod norm;
 mod simd;
 mod sparse;
 mod transpose;
@@ -22,6 +23,7 @@ pub use attention::{attention, reference_attention, AttnAxis, AttnLayout};
 pub use cache::l1d_bytes;
 pub use dense::DenseMatrix;
 pub use isa::Isa;
+pub use norm::{layer_norm, reference_layer_norm};
 pub use sparse::{default_kblock, SparseMatrix};
 
 use std::fmt;

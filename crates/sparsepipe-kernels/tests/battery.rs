@@ -307,3 +307,40 @@ mod attention {
         assert!(err.to_string().contains("overlap"), "{err}");
     }
 }
+
+mod layer_norm {
+    use super::inputs;
+    use sparsepipe_kernels::{layer_norm, reference_layer_norm, Isa};
+
+    #[test]
+    fn matches_reference_on_every_isa() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (rows, n) in [(1, 1), (3, 7), (5, 16), (4, 33), (128, 768), (200, 384)] {
+            let x: Vec<f32> = inputs(rows * n, n as u64).iter().map(|v| v * 4.0 + 1.5).collect();
+            let g = inputs(n, 5);
+            let b = inputs(n, 6);
+            for (gamma, beta) in [(None, None), (Some(&g[..]), Some(&b[..])), (Some(&g[..]), None)] {
+                let want = reference_layer_norm(&x, n, gamma, beta, 1e-5);
+                for isa in Isa::available() {
+                    let mut y = vec![f32::NAN; x.len()];
+                    pool.install(|| layer_norm(isa, &x, n, gamma, beta, 1e-5, &mut y)).unwrap();
+                    for (i, (a, w)) in y.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - w).abs() <= 1e-4 * w.abs().max(1.0),
+                            "{isa} rows={rows} n={n}: y[{i}] = {a}, want {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_lengths_are_errors() {
+        let mut y = vec![0f32; 6];
+        assert!(layer_norm(Isa::Portable, &[0.0; 6], 4, None, None, 1e-5, &mut y).is_err());
+        assert!(layer_norm(Isa::Portable, &[0.0; 6], 3, Some(&[1.0; 2]), None, 1e-5, &mut y).is_err());
+        assert!(layer_norm(Isa::Portable, &[0.0; 6], 3, None, None, 1e-5, &mut y[..5]).is_err());
+        assert!(layer_norm(Isa::Portable, &[0.0; 6], 3, None, None, 1e-5, &mut y).is_ok());
+    }
+}

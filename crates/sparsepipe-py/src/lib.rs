@@ -236,9 +236,9 @@ impl PyEngine {
         self.inner.options().fuse
     }
 
-    /// Names of the softmax nodes whose attention runs as one fused op.
-    fn fused_attention(&self) -> Vec<String> {
-        self.inner.fused_attention().to_vec()
+    /// The subgraphs that run as one fused op: (kind, node name) pairs.
+    fn fused_ops(&self) -> Vec<(&'static str, String)> {
+        self.inner.fused_ops().iter().map(|f| (f.kind, f.node.clone())).collect()
     }
 
     /// One dict per constant-weight matmul.

@@ -4,5 +4,6 @@ pub mod attention;
 pub mod broadcast_add;
 pub mod epilogue;
 pub(crate) mod guarded;
+pub mod layer_norm;
 pub(crate) mod tdim_numeric;
 pub mod weight_matmul;

@@ -1,0 +1,138 @@
+//! Replaces layer normalization over the last axis — as tract's declutter leaves it: `Sum` over
+//! the axis, a multiply by `1/n`, the subtraction, `RmsNorm`, then an optional per-channel scale
+//! and shift — by one [`LayerNorm`] on our kernel. Recognised by dataflow; a chain whose
+//! intermediate results are used elsewhere is left alone.
+
+use std::sync::Arc;
+
+use sparsepipe_kernels::Isa;
+use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
+
+use crate::norm_op::LayerNorm;
+
+/// Rewrites every recognised layer norm of `model`; returns the names of the replaced RmsNorms.
+pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<Vec<String>> {
+    let mut fused = vec![];
+    for id in model.eval_order()? {
+        if !model.nodes().get(id).is_some_and(|n| n.op_is::<RmsNorm>()) {
+            continue;
+        }
+        let Some(m) = find(model, id)? else { continue };
+        let name = model.node(id).name.clone();
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, m.input)?;
+        let op = LayerNorm { eps: m.eps, gamma: m.gamma, beta: m.beta, isa };
+        let y = patch.wire_node(format!("{name}.layer_norm"), op, &[x])?;
+        patch.shunt_outside(model, OutletId::new(m.last, 0), y[0])?;
+        patch.apply(model)?;
+        fused.push(name);
+    }
+    model.compact()?;
+    Ok(fused)
+}
+
+struct Match {
+    input: OutletId,
+    eps: f32,
+    gamma: Option<Arc<Vec<f32>>>,
+    beta: Option<Arc<Vec<f32>>>,
+    last: usize,
+}
+
+/// The single successor of `node`, unless its output is a model output or used twice.
+fn only_succ(model: &TypedModel, node: usize) -> TractResult<Option<&TypedNode>> {
+    if model.output_outlets()?.iter().any(|o| o.node == node) {
+        return Ok(None);
+    }
+    model.single_succ(node)
+}
+
+fn bin_op(node: &TypedNode, name: &str) -> bool {
+    node.op_as::<TypedBinOp>()
+        .is_some_and(|b| b.0.name() == name && b.1.is_none_or(|dt| dt == f32::datum_type()) && node.inputs.len() == 2)
+}
+
+/// The f32 values of a constant outlet.
+fn konst(model: &TypedModel, o: OutletId) -> TractResult<Option<(TVec<usize>, Vec<f32>)>> {
+    match &model.outlet_fact(o)?.konst {
+        Some(k) if k.datum_type() == f32::datum_type() && k.is_plain() => {
+            Ok(Some((k.shape().into(), k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `node` multiplies or adds `from` by a constant of `n` values along the last axis (or one
+/// value): returns those values, expanded to `n`.
+fn per_channel(model: &TypedModel, node: &TypedNode, from: OutletId, n: usize) -> TractResult<Option<Vec<f32>>> {
+    let other = if node.inputs[0] == from { node.inputs[1] } else { node.inputs[0] };
+    let Some((shape, vals)) = konst(model, other)? else { return Ok(None) };
+    let lead_ones = shape.iter().rev().skip(1).all(|d| *d == 1);
+    Ok(match (lead_ones, shape.last().copied().unwrap_or(1), vals.len()) {
+        (true, last, len) if last == n && len == n => Some(vals),
+        (true, 1, 1) => Some(vec![vals[0]; n]),
+        _ => None,
+    })
+}
+
+fn find(model: &TypedModel, rms: usize) -> TractResult<Option<Match>> {
+    let rms_node = model.node(rms);
+    let op = rms_node.op_as::<RmsNorm>().unwrap();
+    let fact = model.outlet_fact(rms_node.inputs[0])?;
+    let rank = fact.rank();
+    if fact.datum_type != f32::datum_type() || rank == 0 || op.axis != rank - 1 {
+        return Ok(None);
+    }
+    let Ok(n) = fact.shape[rank - 1].to_usize() else { return Ok(None) };
+    let Ok(eps) = op.eps.cast_to_scalar::<f32>() else { return Ok(None) };
+    // RmsNorm(Sub(x, Mul(Sum(x), 1/n))).
+    let sub = model.node(rms_node.inputs[0].node);
+    if !bin_op(sub, "Sub") || only_succ(model, sub.id)?.map(|s| s.id) != Some(rms) {
+        return Ok(None);
+    }
+    let (x, mean) = (sub.inputs[0], sub.inputs[1]);
+    let mul = model.node(mean.node);
+    if !bin_op(mul, "Mul") || only_succ(model, mul.id)?.map(|s| s.id) != Some(sub.id) {
+        return Ok(None);
+    }
+    let (sum_in, recip) = match (konst(model, mul.inputs[0])?, konst(model, mul.inputs[1])?) {
+        (None, Some((_, c))) => (mul.inputs[0], c),
+        (Some((_, c)), None) => (mul.inputs[1], c),
+        _ => return Ok(None),
+    };
+    if recip.len() != 1 || (recip[0] * n as f32 - 1.0).abs() > 1e-6 {
+        return Ok(None);
+    }
+    let sum = model.node(sum_in.node);
+    let is_sum = sum.op_as::<Reduce>().is_some_and(|r| r.reducer == Reducer::Sum && r.axes[..] == [rank - 1]);
+    if !is_sum || sum.inputs[0] != x || only_succ(model, sum.id)?.map(|s| s.id) != Some(mul.id) {
+        return Ok(None);
+    }
+    if model.outlet_fact(x)?.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    // Then an optional scale and shift.
+    let (mut gamma, mut beta, mut last) = (None, None, rms);
+    if let Some(next) = only_succ(model, last)? {
+        if bin_op(next, "Mul") {
+            if let Some(g) = per_channel(model, next, OutletId::new(last, 0), n)? {
+                gamma = Some(Arc::new(g));
+                last = next.id;
+            }
+        }
+    }
+    if let Some(next) = only_succ(model, last)? {
+        if bin_op(next, "Add") {
+            if let Some(b) = per_channel(model, next, OutletId::new(last, 0), n)? {
+                beta = Some(Arc::new(b));
+                last = next.id;
+            }
+        }
+    }
+    if model.outlet_fact(OutletId::new(last, 0))?.shape != fact.shape {
+        return Ok(None);
+    }
+    Ok(Some(Match { input: x, eps, gamma, beta, last }))
+}
