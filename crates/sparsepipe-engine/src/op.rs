@@ -3,11 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use sparsepipe_kernels::{Isa, PackedLinear};
 use tract_core::internal::*;
 use tract_linalg::multithread::{current_tract_executor, Executor};
-use tract_linalg::routines::Func;
 
 /// Where an output axis comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +18,7 @@ pub enum OutAxis {
     One,
 }
 
-/// `y = epilogue(x · W)` (then an exact GELU when `gelu`) where the input is viewed as `[outer, K, inner]`: its axes
+/// `y = epilogue(x · W)` (bias, then a clamp or an exact GELU) where the input is viewed as `[outer, K, inner]`: its axes
 /// `k_start..k_start + k_axes` are contracted (flattened in order to `K`); the result, laid out
 /// `[outer, N, inner]` in memory, is shaped as `out_axes` says.
 #[derive(Debug, Clone)]
@@ -33,8 +31,6 @@ pub struct WeightLinear {
     /// What each output axis is.
     pub(crate) out_axes: TVec<OutAxis>,
     pub(crate) isa: Isa,
-    /// Applies GELU (erf form) to the result, as tract's `GeluExact` computes it.
-    pub(crate) gelu: bool,
 }
 
 impl PartialEq for WeightLinear {
@@ -46,14 +42,7 @@ impl Eq for WeightLinear {}
 
 impl WeightLinear {
     /// Wraps a packed weight applied over input axes `k_start..k_start + k_axes`.
-    pub fn new(
-        packed: PackedLinear,
-        k_start: usize,
-        k_axes: usize,
-        out_axes: Vec<OutAxis>,
-        isa: Isa,
-        gelu: bool,
-    ) -> WeightLinear {
+    pub fn new(packed: PackedLinear, k_start: usize, k_axes: usize, out_axes: Vec<OutAxis>, isa: Isa) -> WeightLinear {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         WeightLinear {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
@@ -62,17 +51,12 @@ impl WeightLinear {
             k_axes,
             out_axes: out_axes.into(),
             isa,
-            gelu,
         }
     }
 
-    /// The kernel, then GELU when fused, on `[outer, K, inner]` into `[outer, N, inner]`.
+    /// The kernel on `[outer, K, inner]` into `[outer, N, inner]`.
     fn compute(&self, xs: &[f32], outer: usize, inner: usize, ys: &mut [f32]) -> TractResult<()> {
-        self.packed.run(self.isa, xs, outer, inner, ys).map_err(|e| format_err!("{e}"))?;
-        if self.gelu {
-            gelu_exact(ys)?;
-        }
-        Ok(())
+        self.packed.run(self.isa, xs, outer, inner, ys).map_err(|e| format_err!("{e}"))
     }
 
     fn output_shape<D: DimLike>(&self, input: &[D]) -> TVec<D> {
@@ -101,7 +85,7 @@ impl Op for WeightLinear {
             self.k_start,
             self.k_start + self.k_axes,
             self.isa,
-            if self.gelu { " +gelu" } else { "" }
+            if self.packed.gelu() { " +gelu" } else { "" }
         )])
     }
 
@@ -133,27 +117,6 @@ impl EvalOp for WeightLinear {
     }
 
     op_out_of_plan!();
-}
-
-/// `(x * 0.5) * (1 + erf(x / sqrt 2))` in place, as tract's `GeluExact` computes it (same erf
-/// kernel, same operation order), in parallel chunks on the current rayon pool.
-fn gelu_exact(ys: &mut [f32]) -> TractResult<()> {
-    const CHUNK: usize = 4096;
-    let erf = Func::Erf.ew_f32()?;
-    let c = (2.0f32).sqrt().recip();
-    let body = |chunk: &mut [f32]| -> TractResult<()> {
-        let mut scratch = [0f32; CHUNK];
-        let scaled = &mut scratch[..chunk.len()];
-        scaled.iter_mut().zip(chunk.iter()).for_each(|(s, x)| *s = *x * c);
-        erf.run(scaled)?;
-        chunk.iter_mut().zip(scaled.iter()).for_each(|(x, e)| *x = (*x * 0.5) * (*e + 1.0));
-        Ok(())
-    };
-    if ys.len() >= 2 * CHUNK && rayon::current_num_threads() > 1 {
-        ys.par_chunks_mut(CHUNK).try_for_each(body)
-    } else {
-        ys.chunks_mut(CHUNK).try_for_each(body)
-    }
 }
 
 impl TypedOp for WeightLinear {

@@ -6,7 +6,8 @@
 //! repetitions, after a warm-up) and its useful FLOPs (2 per nonzero per token, plus the bias)
 //! are divided by that peak. With `SPARSEPIPE_NUM_THREADS=T` it also runs on T threads and
 //! reports the speed-up. Run: `cargo bench -p sparsepipe-kernels --bench peak`
-//! (optional filter argument: a substring of the shape name, e.g. `K768xN3072`).
+//! (optional filter argument: a substring of the shape name, e.g. `K768xN3072`; `KBLOCK=n` packs
+//! the sparse weights with `n` input channels per cache block instead of the CPU's default).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -144,8 +145,9 @@ fn main() {
             let nnz = w.iter().filter(|v| **v != 0.0).count();
             let bias: Vec<f32> = (0..n).map(|i| i as f32 * 1e-3).collect();
             let at = |r: usize, c: usize| w[r * n + c];
+            let kblock = std::env::var("KBLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or_else(default_kblock);
             let packed = if s > 0.0 {
-                PackedLinear::sparse(k, n, at, Epilogue::with_bias(bias))
+                PackedLinear::sparse_with_kblock(k, n, at, Epilogue::with_bias(bias), kblock)
             } else {
                 PackedLinear::dense(k, n, at, Epilogue::with_bias(bias))
             };

@@ -181,6 +181,7 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(
         for (r, row) in acc.iter().enumerate().take(valid) {
             let out = t.yt.add((ch + r) * t.w + c);
             for (v, &a) in row.iter().enumerate() {
+                let a = if m.epi.gelu { crate::simd::gelu::<S>(a) } else { a };
                 let a = if clamp { S::min(S::max(a, lo), hi) } else { a };
                 S::store(out.add(v * LANES), a);
             }

@@ -28,7 +28,7 @@ pub use sparse::{default_kblock, SparseMatrix};
 
 use std::fmt;
 
-/// What is applied to each output on the way out: `clamp(acc + bias[n], min, max)`.
+/// What is applied to each output on the way out: `clamp(gelu?(acc + bias[n]), min, max)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Epilogue {
     /// Per-output-channel bias (`N` values), if any.
@@ -37,11 +37,13 @@ pub struct Epilogue {
     pub min: f32,
     /// Upper clamp (`+inf` for none, `6` for ReLU6).
     pub max: f32,
+    /// Applies the exact (erf) GELU after the bias.
+    pub gelu: bool,
 }
 
 impl Default for Epilogue {
     fn default() -> Self {
-        Epilogue { bias: None, min: f32::NEG_INFINITY, max: f32::INFINITY }
+        Epilogue { bias: None, min: f32::NEG_INFINITY, max: f32::INFINITY, gelu: false }
     }
 }
 
@@ -56,9 +58,10 @@ impl Epilogue {
         self.min > f32::NEG_INFINITY || self.max < f32::INFINITY
     }
 
-    /// Applies the clamp to one value (the bias is added by the kernels).
+    /// Applies the GELU and clamp to one value (the bias is added by the kernels).
     #[inline]
     pub fn apply(&self, v: f32) -> f32 {
+        let v = if self.gelu { simd::gelu_scalar(v) } else { v };
         if self.clamps() {
             v.max(self.min).min(self.max)
         } else {
@@ -149,6 +152,14 @@ impl PackedLinear {
         match self {
             PackedLinear::Sparse(_) => "sparse",
             PackedLinear::Dense(_) => "dense",
+        }
+    }
+
+    /// Whether the exact GELU is applied on the way out.
+    pub fn gelu(&self) -> bool {
+        match self {
+            PackedLinear::Sparse(m) => m.epilogue().gelu,
+            PackedLinear::Dense(m) => m.epilogue().gelu,
         }
     }
 

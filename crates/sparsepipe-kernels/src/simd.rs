@@ -24,6 +24,42 @@ pub(crate) trait Simd: Copy {
     unsafe fn reduce_max(v: Self::V) -> f32;
     /// `e^x` per lane, relative error below 2e-7 for `x` in `[-87, 88]`; 0 below -88.
     unsafe fn exp(x: Self::V) -> Self::V;
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn abs(a: Self::V) -> Self::V;
+    /// `|mag|` with the sign of `sign`, per lane.
+    unsafe fn copysign(mag: Self::V, sign: Self::V) -> Self::V;
+}
+
+/// Coefficients of Abramowitz & Stegun 7.1.26: `erf(z) = 1 - t·p(t)·e^(-z²)`, `t = 1/(1 + P·z)`
+/// for `z >= 0` (absolute error below 1.5e-7).
+pub(crate) const ERF_P: f32 = 0.327_591_1;
+pub(crate) const ERF_POLY: [f32; 5] = [1.061_405_4, -1.453_152, 1.421_413_8, -0.284_496_74, 0.254_829_6];
+
+/// Exact (erf) GELU per lane: `x/2 · (1 + erf(x/√2))`, absolute error below 1e-6·max(1, |x|).
+#[inline(always)]
+pub(crate) unsafe fn gelu<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: only trait operations on values; the ISA context is the caller's.
+    unsafe {
+        let z = S::abs(S::mul(x, S::splat(std::f32::consts::FRAC_1_SQRT_2)));
+        let t = S::div(S::splat(1.0), S::fmadd(z, S::splat(ERF_P), S::splat(1.0)));
+        let mut p = S::splat(ERF_POLY[0]);
+        for c in &ERF_POLY[1..] {
+            p = S::fmadd(p, t, S::splat(*c));
+        }
+        let e = S::exp(S::mul(S::mul(z, z), S::splat(-1.0)));
+        let erf_abs = S::fmadd(S::mul(S::mul(t, p), e), S::splat(-1.0), S::splat(1.0));
+        let erf = S::copysign(erf_abs, x);
+        S::mul(S::mul(x, S::splat(0.5)), S::add(erf, S::splat(1.0)))
+    }
+}
+
+/// Scalar exact GELU with the same formula (reference and row tails).
+pub fn gelu_scalar(x: f32) -> f32 {
+    let z = (x as f64 * std::f64::consts::FRAC_1_SQRT_2).abs();
+    let t = 1.0 / (1.0 + ERF_P as f64 * z);
+    let p = ERF_POLY.iter().fold(0.0f64, |acc, c| acc * t + *c as f64);
+    let erf = (1.0 - t * p * (-z * z).exp()).copysign(x as f64);
+    (0.5 * x as f64 * (1.0 + erf)) as f32
 }
 
 /// Coefficients of the `e^r` polynomial on `|r| <= ln2 / 2` (Cephes `expf`).
@@ -58,6 +94,26 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn exp(x: Self::V) -> Self::V {
         x.map(|v| if v < -88.0 { 0.0 } else { v.min(88.0).exp() })
+    }
+    #[inline(always)]
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V {
+        let mut r = a;
+        for i in 0..LANES {
+            r[i] /= b[i];
+        }
+        r
+    }
+    #[inline(always)]
+    unsafe fn abs(a: Self::V) -> Self::V {
+        a.map(f32::abs)
+    }
+    #[inline(always)]
+    unsafe fn copysign(mag: Self::V, sign: Self::V) -> Self::V {
+        let mut r = mag;
+        for i in 0..LANES {
+            r[i] = mag[i].copysign(sign[i]);
+        }
+        r
     }
     #[inline(always)]
     unsafe fn zero() -> Self::V {
@@ -183,6 +239,30 @@ mod x86 {
             unsafe { [exp256(x[0]), exp256(x[1])] }
         }
         #[inline(always)]
+        unsafe fn div(a: Self::V, b: Self::V) -> Self::V {
+            // SAFETY: avx2 context (caller).
+            unsafe { [_mm256_div_ps(a[0], b[0]), _mm256_div_ps(a[1], b[1])] }
+        }
+        #[inline(always)]
+        unsafe fn abs(a: Self::V) -> Self::V {
+            // SAFETY: avx2 context (caller).
+            unsafe {
+                let m = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+                [_mm256_and_ps(a[0], m), _mm256_and_ps(a[1], m)]
+            }
+        }
+        #[inline(always)]
+        unsafe fn copysign(mag: Self::V, sign: Self::V) -> Self::V {
+            // SAFETY: avx2 context (caller).
+            unsafe {
+                let s = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+                [
+                    _mm256_or_ps(_mm256_andnot_ps(s, mag[0]), _mm256_and_ps(s, sign[0])),
+                    _mm256_or_ps(_mm256_andnot_ps(s, mag[1]), _mm256_and_ps(s, sign[1])),
+                ]
+            }
+        }
+        #[inline(always)]
         unsafe fn zero() -> Self::V {
             // SAFETY: callers run this only inside an avx2+fma target_feature context.
             unsafe { [_mm256_setzero_ps(); 2] }
@@ -267,6 +347,25 @@ mod x86 {
                 let r2 = _mm512_mul_ps(r, r);
                 let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
                 _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(p, n))
+            }
+        }
+        #[inline(always)]
+        unsafe fn div(a: Self::V, b: Self::V) -> Self::V {
+            // SAFETY: avx512f context (caller).
+            unsafe { _mm512_div_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn abs(a: Self::V) -> Self::V {
+            // SAFETY: avx512f context (caller).
+            unsafe { _mm512_abs_ps(a) }
+        }
+        #[inline(always)]
+        unsafe fn copysign(mag: Self::V, sign: Self::V) -> Self::V {
+            // SAFETY: avx512f context (caller).
+            unsafe {
+                let s = _mm512_set1_epi32(i32::MIN);
+                let m = _mm512_andnot_si512(s, _mm512_castps_si512(mag));
+                _mm512_castsi512_ps(_mm512_or_si512(m, _mm512_and_si512(s, _mm512_castps_si512(sign))))
             }
         }
         #[inline(always)]

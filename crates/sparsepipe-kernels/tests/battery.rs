@@ -56,8 +56,9 @@ fn epilogue(kind: u8, n: usize, seed: u64) -> Epilogue {
     match kind {
         0 => Epilogue::default(),
         1 => Epilogue::with_bias(bias),
-        2 => Epilogue { bias: Some(bias), min: 0.0, max: f32::INFINITY },
-        _ => Epilogue { bias: None, min: 0.0, max: 6.0 },
+        2 => Epilogue { bias: Some(bias), min: 0.0, max: f32::INFINITY, gelu: false },
+        3 => Epilogue { bias: Some(bias), gelu: true, ..Default::default() },
+        _ => Epilogue { bias: None, min: 0.0, max: 6.0, gelu: false },
     }
 }
 
@@ -68,7 +69,7 @@ proptest! {
     fn row_major_matches_reference(
         k in prop_oneof![1usize..70, 120usize..400], n in 1usize..70, m in 1usize..140,
         sparsity in prop_oneof![Just(0.0), Just(0.5), Just(0.9), Just(1.0), 0.0f64..1.0],
-        epi in 0u8..4, seed in any::<u64>(),
+        epi in 0u8..5, seed in any::<u64>(),
     ) {
         let w = weights(k, n, sparsity, seed);
         check(&w, k, n, epilogue(epi, n, seed), m, 1, seed);
@@ -77,7 +78,7 @@ proptest! {
     #[test]
     fn channels_first_matches_reference(
         k in 1usize..40, n in 1usize..40, batch in 1usize..3, hw in 1usize..100,
-        sparsity in 0.0f64..1.0, epi in 0u8..4, seed in any::<u64>(),
+        sparsity in 0.0f64..1.0, epi in 0u8..5, seed in any::<u64>(),
     ) {
         let w = weights(k, n, sparsity, seed);
         check(&w, k, n, epilogue(epi, n, seed), batch, hw, seed);
@@ -342,5 +343,38 @@ mod layer_norm {
         assert!(layer_norm(Isa::Portable, &[0.0; 6], 3, Some(&[1.0; 2]), None, 1e-5, &mut y).is_err());
         assert!(layer_norm(Isa::Portable, &[0.0; 6], 3, None, None, 1e-5, &mut y[..5]).is_err());
         assert!(layer_norm(Isa::Portable, &[0.0; 6], 3, None, None, 1e-5, &mut y).is_ok());
+    }
+}
+
+#[test]
+fn gelu_epilogue_matches_the_exact_gelu() {
+    // Reference GELU from an independent erf series, far from the polynomial's own formula.
+    fn erf(x: f64) -> f64 {
+        let (mut term, mut sum, mut k) = (x, x, 0.0f64);
+        while term.abs() > 1e-17 {
+            k += 1.0;
+            term *= -x * x / k;
+            sum += term / (2.0 * k + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+    let xs: Vec<f32> = (-600..=600).map(|i| i as f32 / 100.0).collect();
+    let w = [1.0f32];
+    let epi = Epilogue { gelu: true, ..Default::default() };
+    let p = PackedLinear::sparse(1, 1, |_, _| w[0], epi.clone());
+    let d = PackedLinear::dense(1, 1, |_, _| w[0], epi);
+    for isa in Isa::available() {
+        for packed in [&p, &d] {
+            let mut y = vec![0f32; xs.len()];
+            packed.run(isa, &xs, xs.len(), 1, &mut y).unwrap();
+            for (x, got) in xs.iter().zip(&y) {
+                let x64 = *x as f64;
+                let want = 0.5 * x64 * (1.0 + erf(x64 / 2f64.sqrt()));
+                assert!(
+                    (*got as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{isa} gelu({x}) = {got}, want {want}"
+                );
+            }
+        }
     }
 }

@@ -10,9 +10,8 @@ use tract_core::ops::nn::GeluExact;
 /// An epilogue and the nodes it replaces.
 #[derive(Debug)]
 pub struct Absorbed {
+    /// Bias, then either a clamp or an exact GELU (`epilogue.gelu`).
     pub epilogue: Epilogue,
-    /// Whether an exact GELU follows the bias (then no clamp was absorbed).
-    pub gelu: bool,
     /// The node whose output the fused op now produces.
     pub last: usize,
     /// Names of the absorbed nodes, in order.
@@ -65,7 +64,7 @@ pub fn absorb(model: &TypedModel, node: usize, n_axis: usize, n: usize) -> Tract
             cur = id;
         }
     }
-    Ok(Absorbed { epilogue: Epilogue { bias, min, max }, gelu, last: cur, names })
+    Ok(Absorbed { epilogue: Epilogue { bias, min, max, gelu }, last: cur, names })
 }
 
 /// The constant as one value per output channel, when it broadcasts only along `n_axis`.

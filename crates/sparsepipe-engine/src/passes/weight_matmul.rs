@@ -78,7 +78,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
         } else {
             PackedLinear::dense(layout.k, layout.n, at, absorbed.epilogue)
         };
-        let op = WeightLinear::new(packed, layout.k_start, layout.k_axes, layout.out_axes, cfg.isa, absorbed.gelu);
+        let op = WeightLinear::new(packed, layout.k_start, layout.k_axes, layout.out_axes, cfg.isa);
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, node.inputs[layout.data_slot])?;
         let y = patch.wire_node(&node.name, op, &[x])?;
