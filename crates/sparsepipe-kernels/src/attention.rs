@@ -151,7 +151,7 @@ pub fn attention(
     }
     let threads = rayon::current_num_threads();
     let work = groups * layout.sq * layout.sk.max(1) * (layout.d + layout.dv);
-    let parallel = threads > 1 && work >= 1 << 16;
+    let parallel = threads > 1 && work >= 1 << 20;
     // Query tiles: enough jobs for every thread, never below 16 queries unless that is all.
     let tiles_per_group = if parallel { (4 * threads).div_ceil(groups).min(layout.sq.div_ceil(16)).max(1) } else { 1 };
     let qt = layout.sq.div_ceil(tiles_per_group).div_ceil(ROWS) * ROWS;

@@ -11,8 +11,14 @@ use crate::transpose::transpose;
 
 /// Columns (tokens or pixels) per packed tile and per parallel job.
 pub(crate) const COL_TILE: usize = 64;
-/// Below this many multiply-adds a call runs on the calling thread alone.
-const PAR_MIN_MACS: usize = 1 << 16;
+/// Below this many multiply-adds (about 50 us on one core) a call runs on the calling thread
+/// alone: waking the pool's threads and joining them costs more than splitting saves.
+const PAR_MIN_MACS: usize = 1 << 21;
+/// Splitting the output channels of one tile over threads moves the tile between cores (packed
+/// input out, results back), which costs more than it saves below this many multiply-adds.
+const PAR_SPLIT_MACS: usize = 1 << 24;
+/// Below this many floats the layout copies (pack, unpack) run on the calling thread.
+const PAR_MIN_COPY: usize = 1 << 16;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
 /// contiguous, `yt` its output, `[N][w]` contiguous; `w` is a multiple of [`LANES`].
@@ -62,6 +68,17 @@ struct TileSpec {
     yoff: usize,
 }
 
+/// Row-major tiles of at most `w` rows each (offsets unused: each tile is packed on its own).
+fn row_tiles(cols: usize, w: usize) -> Vec<TileSpec> {
+    (0..cols)
+        .step_by(w)
+        .map(|c0| {
+            let cnt = w.min(cols - c0);
+            TileSpec { b: 0, c0, cnt, w: round_up(cnt, LANES), xoff: 0, yoff: 0 }
+        })
+        .collect()
+}
+
 fn tile_specs(outer: usize, cols: usize, k: usize, n: usize) -> (Vec<TileSpec>, usize, usize) {
     let mut specs = vec![];
     let (mut xoff, mut yoff) = (0, 0);
@@ -88,11 +105,23 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
     // Row-major: one batch of M columns. Channels-first: `outer` batches of `inner` columns.
     let (batches, cols) = if row_major { (1, outer) } else { (outer, inner) };
     let (specs, xlen, ylen) = tile_specs(batches, cols, k, n);
-    let parallel =
-        rayon::current_num_threads() > 1 && kern.macs_per_col().saturating_mul(outer * inner) >= PAR_MIN_MACS;
+    let threads = rayon::current_num_threads();
+    let macs = kern.macs_per_col().saturating_mul(outer * inner);
+    if threads > 1 && row_major && macs >= PAR_MIN_MACS {
+        // Tiles narrow enough that every thread gets one, but at least two vectors wide: one-vector
+        // tiles load as many bytes of weights per multiply-add as they compute, and two threads
+        // streaming the same weights were measured slower than one thread on 32 rows.
+        let w = cols.div_ceil(threads).div_ceil(LANES).clamp(2, COL_TILE / LANES) * LANES;
+        let specs = row_tiles(cols, w);
+        if specs.len() >= threads {
+            tiles_in_parallel(kern, isa, x, &specs, y);
+            return;
+        }
+    }
+    let parallel = threads > 1 && macs >= PAR_SPLIT_MACS;
     with_scratch(xlen + ylen, |buf| {
         let (xp, yp) = buf.split_at_mut(xlen);
-        pack(isa, x, row_major, k, cols, &specs, xp, parallel);
+        pack(isa, x, row_major, k, cols, &specs, xp, parallel && x.len() >= PAR_MIN_COPY);
         let jobs = jobs(kern, &specs, xp, yp, parallel);
         // SAFETY: each job names one tile's packed input and a disjoint channel range of its output.
         let run_job = |t: &Tile| unsafe { kern.tile(isa, t) };
@@ -101,7 +130,33 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
         } else {
             jobs.iter().for_each(run_job);
         }
-        unpack(isa, yp, row_major, n, cols, &specs, y, parallel);
+        let par_unpack = parallel && y.len() >= PAR_MIN_COPY;
+        unpack(isa, yp, row_major, n, cols, &specs, y, par_unpack);
+    });
+}
+
+/// Row-major calls with at least one tile per thread: each job packs one tile of rows on its own
+/// thread, computes every channel and writes those rows back, so a tile never crosses cores and
+/// the call has one fork-join.
+fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[TileSpec], y: &mut [f32]) {
+    let (k, n) = (kern.k(), kern.n());
+    let mut pieces = Vec::with_capacity(specs.len());
+    let mut rest = y;
+    for s in specs {
+        let (head, tail) = rest.split_at_mut(s.cnt * n);
+        pieces.push((s, head));
+        rest = tail;
+    }
+    pieces.into_par_iter().for_each(|(s, dst)| {
+        with_scratch((k + n) * s.w, |buf| {
+            let (xt, yt) = buf.split_at_mut(k * s.w);
+            transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
+            zero_padding(xt, s.cnt, s.w);
+            let t = Tile { xt: xt.as_ptr(), yt: yt.as_mut_ptr(), w: s.w, ch0: 0, ch1: n };
+            // SAFETY: `xt` is this tile's packed input ([K][w]) and `yt` its whole output ([N][w]).
+            unsafe { kern.tile(isa, &t) };
+            transpose(isa, yt, n, s.cnt, s.w, dst, n);
+        })
     });
 }
 
@@ -149,6 +204,7 @@ fn pack(
                 d[..s.cnt].copy_from_slice(&src[r * cols + s.c0..r * cols + s.c0 + s.cnt]);
             }
         }
+        zero_padding(dst, s.cnt, s.w);
     };
     if parallel {
         pieces.into_par_iter().for_each(body);
@@ -196,6 +252,16 @@ fn unpack(
             y.par_chunks_mut(n * cols).enumerate().for_each(body);
         } else {
             y.chunks_mut(n * cols).enumerate().for_each(body);
+        }
+    }
+}
+
+/// Zeroes columns `cnt..w` of a packed `[K][w]` tile: the scratch it lives in may hold anything
+/// (subnormal floats among it would slow every multiply-add that reads them).
+fn zero_padding(tile: &mut [f32], cnt: usize, w: usize) {
+    if cnt < w {
+        for row in tile.chunks_exact_mut(w) {
+            row[cnt..].fill(0.0);
         }
     }
 }
