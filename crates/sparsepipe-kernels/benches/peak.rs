@@ -7,7 +7,8 @@
 //! are divided by that peak. With `SPARSEPIPE_NUM_THREADS=T` it also runs on T threads and
 //! reports the speed-up. Run: `cargo bench -p sparsepipe-kernels --bench peak`
 //! (optional filter argument: a substring of the shape name, e.g. `K768xN3072`; `KBLOCK=n` packs
-//! the sparse weights with `n` input channels per cache block instead of the CPU's default).
+//! the sparse weights with `n` input channels per cache block instead of the CPU's default;
+//! `MS=20,64` and `SHAPES=384x1536,1536x384` replace the row counts and `KxN` shapes).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -135,7 +136,14 @@ fn main() {
         "%peak",
         if threads > 1 { format!(" {:>8}", format!("x{threads}T")) } else { String::new() }
     );
-    for &(k, n) in &KNS {
+    let list = |var: &str| -> Option<Vec<String>> {
+        std::env::var(var).ok().map(|v| v.split(',').map(|x| x.trim().to_string()).collect())
+    };
+    let ms: Vec<usize> = list("MS").map_or(MS.to_vec(), |v| v.iter().filter_map(|x| x.parse().ok()).collect());
+    let kns: Vec<(usize, usize)> = list("SHAPES").map_or(KNS.to_vec(), |v| {
+        v.iter().filter_map(|x| x.split_once('x').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))).collect()
+    });
+    for &(k, n) in &kns {
         for &s in &SPARSITIES {
             let name = format!("K{k}xN{n}/s{s:.2}");
             if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -151,7 +159,7 @@ fn main() {
             } else {
                 PackedLinear::dense(k, n, at, Epilogue::with_bias(bias))
             };
-            for &m in &MS {
+            for &m in &ms {
                 let x: Vec<f32> = {
                     let mut r = xorshift(m as u64);
                     (0..m * k).map(|_| r() as f32).collect()

@@ -117,6 +117,8 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
             tiles_in_parallel(kern, isa, x, &specs, y);
             return;
         }
+        channels_in_parallel(kern, isa, x, &specs, threads, y);
+        return;
     }
     let parallel = threads > 1 && macs >= PAR_SPLIT_MACS;
     with_scratch(xlen + ylen, |buf| {
@@ -159,6 +161,57 @@ fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[Tile
         })
     });
 }
+
+/// Row-major calls with fewer tiles than threads (short inputs): each thread packs the (small)
+/// tiles itself, computes a range of output channels balanced by work — so it streams only its
+/// share of the weights — and writes those columns of `y` directly.
+fn channels_in_parallel<K: TileKernel>(
+    kern: &K,
+    isa: Isa,
+    x: &[f32],
+    specs: &[TileSpec],
+    threads: usize,
+    y: &mut [f32],
+) {
+    let (k, n) = (kern.k(), kern.n());
+    let ranges = kern.channel_parts(threads);
+    let out = OutPtr(y.as_mut_ptr());
+    ranges.par_iter().for_each(|&(ch0, ch1)| {
+        for s in specs {
+            with_scratch((k + n) * s.w, |buf| {
+                let (xt, yt) = buf.split_at_mut(k * s.w);
+                transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
+                zero_padding(xt, s.cnt, s.w);
+                let t = Tile { xt: xt.as_ptr(), yt: yt.as_mut_ptr(), w: s.w, ch0, ch1 };
+                // SAFETY: `xt` is the tile's packed input, `yt` room for its whole output.
+                unsafe { kern.tile(isa, &t) };
+                for m in 0..s.cnt {
+                    let row = (s.c0 + m) * n;
+                    for c in ch0..ch1 {
+                        // SAFETY: row + c < M * N = y.len(); threads write disjoint channel ranges.
+                        unsafe { *out.at(row + c) = yt[c * s.w + m] };
+                    }
+                }
+            })
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// # Safety
+    /// `i` must be within the slice the pointer was taken from.
+    unsafe fn at(&self, i: usize) -> *mut f32 {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.0.add(i) }
+    }
+}
+// SAFETY: used only by `channels_in_parallel`, whose jobs write disjoint channel columns.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
 
 fn jobs<K: TileKernel>(kern: &K, specs: &[TileSpec], xp: &[f32], yp: &mut [f32], parallel: bool) -> Vec<Tile> {
     let threads = rayon::current_num_threads();

@@ -129,6 +129,14 @@ fn large_shapes_run_in_parallel_and_match() {
             check(&w, k, n, epilogue(1, n, 1), 2, 196, 3);
             check(&w, k, n, epilogue(1, n, 1), 1, 256, 3);
         }
+        // Short inputs with enough work to split by output channels.
+        let (k, n) = (768, 520);
+        for s in [0.0, 0.8] {
+            let w = weights(k, n, s, 12);
+            for m in [5, 20, 33] {
+                check(&w, k, n, epilogue(3, n, 2), m, 1, 4);
+            }
+        }
     });
 }
 
