@@ -2,9 +2,12 @@
 //! transformers and torch exports of 11 text architectures): the fused plan gives the unfused
 //! plan's outputs, and the architectures whose attention is the plain pattern are fused.
 
+mod common;
+
 use std::path::PathBuf;
 
-use sparsepipe_engine::{Array, ArrayRef, Data, DataRef, Dim, Engine, EngineOptions};
+use common::{concrete_shape, run};
+use sparsepipe_engine::{Data, Engine, EngineOptions};
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/exporters")
@@ -16,16 +19,7 @@ fn inputs_for(engine: &Engine) -> Vec<(Vec<usize>, Data)> {
         .inputs()
         .iter()
         .map(|info| {
-            let shape: Vec<usize> = info
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(i, d)| match d {
-                    Dim::Fixed(v) => *v,
-                    Dim::Symbol(_) if i == 0 => 2,
-                    Dim::Symbol(_) => 7,
-                })
-                .collect();
+            let shape = concrete_shape(info, 2, 7);
             let len: usize = shape.iter().product();
             let last = *shape.last().unwrap_or(&1);
             let data = match info.dtype.map(|d| d.name()) {
@@ -39,21 +33,6 @@ fn inputs_for(engine: &Engine) -> Vec<(Vec<usize>, Data)> {
             (shape, data)
         })
         .collect()
-}
-
-fn run(engine: &Engine, inputs: &[(Vec<usize>, Data)]) -> Vec<Array> {
-    let refs: Vec<ArrayRef> = inputs
-        .iter()
-        .map(|(shape, data)| ArrayRef {
-            shape,
-            data: match data {
-                Data::I64(v) => DataRef::I64(v),
-                Data::F32(v) => DataRef::F32(v),
-                _ => unreachable!(),
-            },
-        })
-        .collect();
-    engine.run(&refs).unwrap()
 }
 
 #[test]

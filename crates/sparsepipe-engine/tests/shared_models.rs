@@ -1,9 +1,12 @@
 //! The real exporter graphs in `../shared/models`: every constant-weight matmul is found, and our
 //! kernels give what tract alone gives. Skips (with a message) when `../shared` is absent.
 
+mod common;
+
 use std::path::PathBuf;
 
-use sparsepipe_engine::{Array, ArrayRef, Data, DataRef, DenseBackend, Dim, Engine, EngineOptions, Isa};
+use common::{concrete_shape, run};
+use sparsepipe_engine::{Array, Data, DenseBackend, Engine, EngineOptions, Isa};
 
 fn shared_models() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models");
@@ -22,16 +25,7 @@ fn inputs_for(engine: &Engine, batch: usize, seq: usize) -> Vec<(Vec<usize>, Dat
         .inputs()
         .iter()
         .map(|info| {
-            let shape: Vec<usize> = info
-                .shape
-                .iter()
-                .enumerate()
-                .map(|(i, d)| match d {
-                    Dim::Fixed(v) => *v,
-                    Dim::Symbol(_) if i == 0 => batch,
-                    Dim::Symbol(_) => seq,
-                })
-                .collect();
+            let shape = concrete_shape(info, batch, seq);
             let len: usize = shape.iter().product();
             let data = match info.dtype.unwrap().name() {
                 "int64" if info.name.contains("mask") => Data::I64(vec![1; len]),
@@ -42,21 +36,6 @@ fn inputs_for(engine: &Engine, batch: usize, seq: usize) -> Vec<(Vec<usize>, Dat
             (shape, data)
         })
         .collect()
-}
-
-fn run(engine: &Engine, inputs: &[(Vec<usize>, Data)]) -> Vec<Array> {
-    let refs: Vec<ArrayRef> = inputs
-        .iter()
-        .map(|(shape, data)| ArrayRef {
-            shape,
-            data: match data {
-                Data::I64(v) => DataRef::I64(v),
-                Data::F32(v) => DataRef::F32(v),
-                _ => unreachable!(),
-            },
-        })
-        .collect();
-    engine.run(&refs).unwrap()
 }
 
 fn max_rel_err(a: &[Array], b: &[Array]) -> f32 {

@@ -137,11 +137,8 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
     });
 }
 
-/// Row-major calls with at least one tile per thread: each job packs one tile of rows on its own
-/// thread, computes every channel and writes those rows back, so a tile never crosses cores and
-/// the call has one fork-join.
-fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[TileSpec], y: &mut [f32]) {
-    let (k, n) = (kern.k(), kern.n());
+/// Splits a row-major `y` (`[M, N]`) into the rows of each tile, in tile order.
+fn row_pieces<'a, 'b>(specs: &'a [TileSpec], y: &'b mut [f32], n: usize) -> Vec<(&'a TileSpec, &'b mut [f32])> {
     let mut pieces = Vec::with_capacity(specs.len());
     let mut rest = y;
     for s in specs {
@@ -149,7 +146,15 @@ fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[Tile
         pieces.push((s, head));
         rest = tail;
     }
-    pieces.into_par_iter().for_each(|(s, dst)| {
+    pieces
+}
+
+/// Row-major calls with at least one tile per thread: each job packs one tile of rows on its own
+/// thread, computes every channel and writes those rows back, so a tile never crosses cores and
+/// the call has one fork-join.
+fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[TileSpec], y: &mut [f32]) {
+    let (k, n) = (kern.k(), kern.n());
+    row_pieces(specs, y, n).into_par_iter().for_each(|(s, dst)| {
         with_scratch((k + n) * s.w, |buf| {
             let (xt, yt) = buf.split_at_mut(k * s.w);
             transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
@@ -280,13 +285,7 @@ fn unpack(
 ) {
     if row_major {
         // y is [M, N]; tile rows (channels) become columns of y's rows c0..c0+cnt.
-        let mut pieces = Vec::with_capacity(specs.len());
-        let mut rest = y;
-        for s in specs {
-            let (head, tail) = rest.split_at_mut(s.cnt * n);
-            pieces.push((s, head));
-            rest = tail;
-        }
+        let pieces = row_pieces(specs, y, n);
         let body = |(s, dst): (&TileSpec, &mut [f32])| transpose(isa, &yp[s.yoff..], n, s.cnt, s.w, dst, n);
         if parallel {
             pieces.into_par_iter().for_each(body);

@@ -6,10 +6,10 @@
 
 use sparsepipe_kernels::Isa;
 use tract_core::internal::*;
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::nn::{Softmax, SoftmaxKind};
 
+use super::pattern::{f32_const, is_f32_bin_op, only_succ, replace_chain};
 use crate::attention_op::{AttnAxes, MaskedAttention};
 
 /// Rewrites every recognised attention of `model`; returns the names of the replaced softmaxes.
@@ -21,15 +21,8 @@ pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<Vec<String>> {
         }
         let Some(m) = find(model, id)? else { continue };
         let name = model.node(id).name.clone();
-        let mut patch = TypedModelPatch::default();
-        let mut taps = tvec![];
-        for o in &m.inputs {
-            taps.push(patch.tap_model(model, *o)?);
-        }
         let op = MaskedAttention { axes: m.axes, scale: m.scale, zero_masked_rows: m.guarded, isa };
-        let y = patch.wire_node(format!("{name}.attention"), op, &taps)?;
-        patch.shunt_outside(model, OutletId::new(m.last, 0), y[0])?;
-        patch.apply(model)?;
+        replace_chain(model, format!("{name}.attention"), op, &m.inputs, m.last)?;
         fused.push(name);
     }
     model.compact()?;
@@ -65,13 +58,7 @@ fn nan_guard(model: &TypedModel, softmax: usize) -> TractResult<Option<usize>> {
         if only_succ(model, a)?.map(|n| n.id) != Some(b) || iff.inputs[0] != OutletId::new(a, 0) || iff.inputs[2] != p {
             continue;
         }
-        let zero = model.outlet_fact(iff.inputs[1])?;
-        let is_zero = match &zero.konst {
-            Some(k) if k.datum_type() == f32::datum_type() && k.is_plain() => {
-                k.try_as_plain_ram()?.as_slice::<f32>()?.iter().all(|v| *v == 0.0)
-            }
-            _ => false,
-        };
+        let is_zero = f32_const(model, iff.inputs[1])?.is_some_and(|(_, v)| v.iter().all(|x| *x == 0.0));
         if is_zero && model.outlet_fact(OutletId::new(b, 0))?.shape == model.outlet_fact(p)?.shape {
             return Ok(Some(b));
         }
@@ -79,32 +66,13 @@ fn nan_guard(model: &TypedModel, softmax: usize) -> TractResult<Option<usize>> {
     Ok(None)
 }
 
-/// The single successor of `node`, unless its output is a model output or used twice.
-fn only_succ(model: &TypedModel, node: usize) -> TractResult<Option<&TypedNode>> {
-    if model.output_outlets()?.iter().any(|o| o.node == node) {
-        return Ok(None);
-    }
-    model.single_succ(node)
-}
-
 fn is_f32(model: &TypedModel, o: OutletId) -> TractResult<bool> {
     Ok(model.outlet_fact(o)?.datum_type == f32::datum_type())
 }
 
-fn bin_op<'a>(node: &'a TypedNode, name: &str) -> Option<&'a TypedBinOp> {
-    node.op_as::<TypedBinOp>()
-        .filter(|b| b.0.name() == name && b.1.is_none_or(|dt| dt == f32::datum_type()) && node.inputs.len() == 2)
-}
-
 /// A constant holding a single f32.
 fn scalar(model: &TypedModel, o: OutletId) -> TractResult<Option<f32>> {
-    let fact = model.outlet_fact(o)?;
-    match &fact.konst {
-        Some(k) if k.datum_type() == f32::datum_type() && k.len() == 1 && k.is_plain() => {
-            Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?[0]))
-        }
-        _ => Ok(None),
-    }
+    Ok(f32_const(model, o)?.filter(|(_, v)| v.len() == 1).map(|(_, v)| v[0]))
 }
 
 /// Positions of one einsum axis in (input 0, input 1, output), each absent or single.
@@ -149,14 +117,14 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
     let mut cur = sm_node.inputs[0].node;
     let mut mask = None;
     let mut scale = 1.0f32;
-    if bin_op(model.node(cur), "Add").is_some() {
+    if is_f32_bin_op(model.node(cur), "Add") {
         let node = model.node(cur);
         let mut picked = None;
         for (s, o) in [(0, 1), (1, 0)] {
             let (a, b) = (node.inputs[s], node.inputs[o]);
             let looks_like_scores = {
                 let n = model.node(a.node);
-                n.op_is::<EinSum>() || bin_op(n, "Mul").is_some()
+                n.op_is::<EinSum>() || is_f32_bin_op(n, "Mul")
             };
             if looks_like_scores && model.outlet_fact(b)?.konst.is_none() && is_f32(model, b)? {
                 picked = Some((a, b));
@@ -176,7 +144,7 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
         mask = Some(b);
         cur = a.node;
     }
-    if bin_op(model.node(cur), "Mul").is_some() {
+    if is_f32_bin_op(model.node(cur), "Mul") {
         let node = model.node(cur);
         let found = match (scalar(model, node.inputs[0])?, scalar(model, node.inputs[1])?) {
             (Some(s), None) => Some((s, node.inputs[1])),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use sparsepipe_kernels::Isa;
 use tract_core::internal::*;
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
 
+use super::pattern::{f32_const, is_f32_bin_op, only_succ, replace_chain};
 use crate::norm_op::LayerNorm;
 
 /// Rewrites every recognised layer norm of `model`; returns the names of the replaced RmsNorms.
@@ -21,12 +21,8 @@ pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<Vec<String>> {
         }
         let Some(m) = find(model, id)? else { continue };
         let name = model.node(id).name.clone();
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, m.input)?;
         let op = LayerNorm { eps: m.eps, gamma: m.gamma, beta: m.beta, isa };
-        let y = patch.wire_node(format!("{name}.layer_norm"), op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(m.last, 0), y[0])?;
-        patch.apply(model)?;
+        replace_chain(model, format!("{name}.layer_norm"), op, &[m.input], m.last)?;
         fused.push(name);
     }
     model.compact()?;
@@ -41,34 +37,11 @@ struct Match {
     last: usize,
 }
 
-/// The single successor of `node`, unless its output is a model output or used twice.
-fn only_succ(model: &TypedModel, node: usize) -> TractResult<Option<&TypedNode>> {
-    if model.output_outlets()?.iter().any(|o| o.node == node) {
-        return Ok(None);
-    }
-    model.single_succ(node)
-}
-
-fn bin_op(node: &TypedNode, name: &str) -> bool {
-    node.op_as::<TypedBinOp>()
-        .is_some_and(|b| b.0.name() == name && b.1.is_none_or(|dt| dt == f32::datum_type()) && node.inputs.len() == 2)
-}
-
-/// The f32 values of a constant outlet.
-fn konst(model: &TypedModel, o: OutletId) -> TractResult<Option<(TVec<usize>, Vec<f32>)>> {
-    match &model.outlet_fact(o)?.konst {
-        Some(k) if k.datum_type() == f32::datum_type() && k.is_plain() => {
-            Ok(Some((k.shape().into(), k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())))
-        }
-        _ => Ok(None),
-    }
-}
-
 /// `node` multiplies or adds `from` by a constant of `n` values along the last axis (or one
 /// value): returns those values, expanded to `n`.
 fn per_channel(model: &TypedModel, node: &TypedNode, from: OutletId, n: usize) -> TractResult<Option<Vec<f32>>> {
     let other = if node.inputs[0] == from { node.inputs[1] } else { node.inputs[0] };
-    let Some((shape, vals)) = konst(model, other)? else { return Ok(None) };
+    let Some((shape, vals)) = f32_const(model, other)? else { return Ok(None) };
     let lead_ones = shape.iter().rev().skip(1).all(|d| *d == 1);
     Ok(match (lead_ones, shape.last().copied().unwrap_or(1), vals.len()) {
         (true, last, len) if last == n && len == n => Some(vals),
@@ -89,15 +62,15 @@ fn find(model: &TypedModel, rms: usize) -> TractResult<Option<Match>> {
     let Ok(eps) = op.eps.cast_to_scalar::<f32>() else { return Ok(None) };
     // RmsNorm(Sub(x, Mul(Sum(x), 1/n))).
     let sub = model.node(rms_node.inputs[0].node);
-    if !bin_op(sub, "Sub") || only_succ(model, sub.id)?.map(|s| s.id) != Some(rms) {
+    if !is_f32_bin_op(sub, "Sub") || only_succ(model, sub.id)?.map(|s| s.id) != Some(rms) {
         return Ok(None);
     }
     let (x, mean) = (sub.inputs[0], sub.inputs[1]);
     let mul = model.node(mean.node);
-    if !bin_op(mul, "Mul") || only_succ(model, mul.id)?.map(|s| s.id) != Some(sub.id) {
+    if !is_f32_bin_op(mul, "Mul") || only_succ(model, mul.id)?.map(|s| s.id) != Some(sub.id) {
         return Ok(None);
     }
-    let (sum_in, recip) = match (konst(model, mul.inputs[0])?, konst(model, mul.inputs[1])?) {
+    let (sum_in, recip) = match (f32_const(model, mul.inputs[0])?, f32_const(model, mul.inputs[1])?) {
         (None, Some((_, c))) => (mul.inputs[0], c),
         (Some((_, c)), None) => (mul.inputs[1], c),
         _ => return Ok(None),
@@ -116,7 +89,7 @@ fn find(model: &TypedModel, rms: usize) -> TractResult<Option<Match>> {
     // Then an optional scale and shift.
     let (mut gamma, mut beta, mut last) = (None, None, rms);
     if let Some(next) = only_succ(model, last)? {
-        if bin_op(next, "Mul") {
+        if is_f32_bin_op(next, "Mul") {
             if let Some(g) = per_channel(model, next, OutletId::new(last, 0), n)? {
                 gamma = Some(Arc::new(g));
                 last = next.id;
@@ -124,7 +97,7 @@ fn find(model: &TypedModel, rms: usize) -> TractResult<Option<Match>> {
         }
     }
     if let Some(next) = only_succ(model, last)? {
-        if bin_op(next, "Add") {
+        if is_f32_bin_op(next, "Add") {
             if let Some(b) = per_channel(model, next, OutletId::new(last, 0), n)? {
                 beta = Some(Arc::new(b));
                 last = next.id;

@@ -5,5 +5,6 @@ pub mod broadcast_add;
 pub mod epilogue;
 pub(crate) mod guarded;
 pub mod layer_norm;
+mod pattern;
 pub(crate) mod tdim_numeric;
 pub mod weight_matmul;
