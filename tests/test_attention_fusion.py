@@ -52,6 +52,7 @@ def _encoder(
     mask: str = "bert",
     scale_q: bool = False,
     k_transposed: bool = True,
+    mask_first: bool = False,
     sparsity: float = 0.0,
     seed: int = 0,
 ) -> onnx.ModelProto:
@@ -128,7 +129,7 @@ def _encoder(
         if not scale_q:
             s = g.op("Mul", [s, g.const(np.array(1 / scale, np.float32))])
         if additive is not None:
-            s = g.op("Add", [s, additive])
+            s = g.op("Add", [additive, s] if mask_first else [s, additive])
         p = g.op("Softmax", [s], axis=-1)
         c = g.op("Transpose", [g.op("MatMul", [p, v])], perm=[0, 2, 1, 3])
         c = g.op("Reshape", [c, g.const(np.array([0, 0, hidden], np.int64))])
@@ -178,6 +179,7 @@ LAYOUTS = {
     "no-mask": {"mask": "none"},
     "scaled-q-distilbert": {"scale_q": True},
     "k-transposed-after": {"k_transposed": False},
+    "mask-first-operand": {"mask_first": True},
 }
 
 

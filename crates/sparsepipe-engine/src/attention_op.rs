@@ -59,6 +59,17 @@ impl MaskedAttention {
     /// The kernel layout for these concrete input shapes, after checking they agree.
     fn layout(&self, q: &[usize], k: &[usize], v: &[usize], mask: Option<&[usize]>) -> TractResult<AttnLayout> {
         let a = &self.axes;
+        let needs = |pick: fn(&[usize; 5]) -> usize, extra: [usize; 2]| {
+            a.outer.iter().map(pick).chain(extra).max().unwrap_or(0) + 1
+        };
+        for (name, rank, need) in [
+            ("q", q.len(), needs(|o| o[0], [a.q.0, a.q.1])),
+            ("k", k.len(), needs(|o| o[1], [a.k.0, a.k.1])),
+            ("v", v.len(), needs(|o| o[2], [a.v.0, a.v.1])),
+            ("mask", mask.map_or(usize::MAX, |m| m.len()), needs(|o| o[3], [a.mask.0, a.mask.1])),
+        ] {
+            ensure!(rank >= need, "attention {name} has rank {rank}, expected at least {need}");
+        }
         let out_shape = self.output_shape(q, v);
         let (qs, ks, vs, os) = (strides(q), strides(k), strides(v), strides(&out_shape));
         let ms = mask.map(strides);

@@ -75,27 +75,27 @@ impl AttnLayout {
         o
     }
 
-    /// One past the largest float index each operand is read or written at (0 when empty).
-    fn extents(&self) -> [usize; 5] {
-        let last = |dims: &[(usize, usize)]| -> usize {
+    /// One past the largest float index each operand is read or written at (0 when empty), or
+    /// `None` when that index overflows.
+    fn extents(&self) -> Option<[usize; 5]> {
+        let last = |dims: &[(usize, usize)]| -> Option<usize> {
             if dims.iter().any(|&(n, _)| n == 0) {
-                0
-            } else {
-                dims.iter().map(|&(n, s)| (n - 1) * s).sum::<usize>() + 1
+                return Some(0);
             }
+            dims.iter().try_fold(1usize, |acc, &(n, s)| acc.checked_add((n - 1).checked_mul(s)?))
         };
         let with = |f: fn(&AttnAxis) -> usize, rest: &[(usize, usize)]| {
             let mut dims: Vec<(usize, usize)> = self.outer.iter().map(|a| (a.size, f(a))).collect();
             dims.extend_from_slice(rest);
             last(&dims)
         };
-        [
-            with(|a| a.q, &[(self.sq, self.q.0), (self.d, self.q.1)]),
-            with(|a| a.k, &[(self.sk, self.k.0), (self.d, self.k.1)]),
-            with(|a| a.v, &[(self.sk, self.v.0), (self.dv, self.v.1)]),
-            with(|a| a.mask, &[(self.sq, self.mask.0), (self.sk, self.mask.1)]),
-            with(|a| a.out, &[(self.sq, self.out.0), (self.dv, self.out.1)]),
-        ]
+        Some([
+            with(|a| a.q, &[(self.sq, self.q.0), (self.d, self.q.1)])?,
+            with(|a| a.k, &[(self.sk, self.k.0), (self.d, self.k.1)])?,
+            with(|a| a.v, &[(self.sk, self.v.0), (self.dv, self.v.1)])?,
+            with(|a| a.mask, &[(self.sq, self.mask.0), (self.sk, self.mask.1)])?,
+            with(|a| a.out, &[(self.sq, self.out.0), (self.dv, self.out.1)])?,
+        ])
     }
 
     /// Whether distinct output coordinates are distinct memory locations (so parallel jobs never
@@ -111,7 +111,10 @@ impl AttnLayout {
             if s <= reach {
                 return false;
             }
-            reach += (n - 1) * s;
+            match (n - 1).checked_mul(s).and_then(|v| v.checked_add(reach)) {
+                Some(r) => reach = r,
+                None => return false,
+            }
         }
         true
     }
@@ -131,7 +134,9 @@ pub fn attention(
     if !isa.is_supported() {
         return Err(KernelError::Unsupported(isa));
     }
-    let ext = layout.extents();
+    let Some(ext) = layout.extents() else {
+        return Err(KernelError::Shape("attention layout strides overflow the address space".into()));
+    };
     let lens = [q.len(), k.len(), v.len(), mask.map_or(usize::MAX, |m| m.len()), out.len()];
     for (i, name) in ["q", "k", "v", "mask", "out"].iter().enumerate() {
         if ext[i] > lens[i] {
@@ -285,11 +290,33 @@ unsafe fn job<S: Simd>(
         }
         let mut i = i0;
         while i + ROWS <= i1 {
-            rows::<S, ROWS>(l, i, q.add(qo), kt, vp, s, mask.map(|m| m.add(mo)), out.0.add(oo), skp, dvp);
+            rows::<S, ROWS>(
+                l,
+                i,
+                q.wrapping_add(qo),
+                kt,
+                vp,
+                s,
+                mask.map(|m| m.wrapping_add(mo)),
+                out.0.add(oo),
+                skp,
+                dvp,
+            );
             i += ROWS;
         }
         while i < i1 {
-            rows::<S, 1>(l, i, q.add(qo), kt, vp, s, mask.map(|m| m.add(mo)), out.0.add(oo), skp, dvp);
+            rows::<S, 1>(
+                l,
+                i,
+                q.wrapping_add(qo),
+                kt,
+                vp,
+                s,
+                mask.map(|m| m.wrapping_add(mo)),
+                out.0.add(oo),
+                skp,
+                dvp,
+            );
             i += 1;
         }
     }
@@ -454,7 +481,7 @@ unsafe fn weighted<S: Simd, const R: usize, const NV: usize>(
 
 /// Reference attention in f64 with straight loops; used by tests.
 pub fn reference_attention(l: &AttnLayout, q: &[f32], k: &[f32], v: &[f32], mask: Option<&[f32]>) -> Vec<f32> {
-    let mut out = vec![0f32; l.extents()[4]];
+    let mut out = vec![0f32; l.extents().expect("layout within the address space")[4]];
     for g in 0..l.groups() {
         let [qo, ko, vo, mo, oo] = l.offsets(g);
         for i in 0..l.sq {

@@ -93,7 +93,15 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn exp(x: Self::V) -> Self::V {
-        x.map(|v| if v < -88.0 { 0.0 } else { v.min(88.0).exp() })
+        x.map(|v| {
+            if v.is_nan() {
+                v
+            } else if v < -88.0 {
+                0.0
+            } else {
+                v.min(88.0).exp()
+            }
+        })
     }
     #[inline(always)]
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V {
@@ -185,7 +193,8 @@ mod x86 {
         // SAFETY: avx2+fma context (caller).
         unsafe {
             let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-88.0));
-            let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0)), _mm256_set1_ps(88.0));
+            // Operands in this order return `x` when it is NaN, so NaN propagates.
+            let x = _mm256_min_ps(_mm256_set1_ps(88.0), _mm256_max_ps(_mm256_set1_ps(-88.0), x));
             let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
                 x,
                 _mm256_set1_ps(std::f32::consts::LOG2_E),
@@ -333,7 +342,8 @@ mod x86 {
             // SAFETY: avx512f context (caller).
             unsafe {
                 let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-88.0));
-                let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0)), _mm512_set1_ps(88.0));
+                // Operands in this order return `x` when it is NaN, so NaN propagates.
+                let x = _mm512_min_ps(_mm512_set1_ps(88.0), _mm512_max_ps(_mm512_set1_ps(-88.0), x));
                 let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
                     x,
                     _mm512_set1_ps(std::f32::consts::LOG2_E),

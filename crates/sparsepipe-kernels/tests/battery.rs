@@ -301,6 +301,31 @@ mod attention {
     }
 
     #[test]
+    fn nan_in_the_mask_gives_nan_on_every_isa() {
+        let l = bert_layout(1, 2, 20, 1, 8, true);
+        let q = inputs(2 * 8, 1);
+        let kv = inputs(20 * 8, 2);
+        let mut mask = vec![0f32; 2 * 20];
+        mask[3] = f32::NAN; // query 0 only
+        for isa in Isa::available() {
+            let mut got = vec![0f32; 2 * 8];
+            attention(isa, &l, &q, &kv, &kv, Some(&mask), &mut got).unwrap();
+            assert!(got[..8].iter().all(|x| x.is_nan()), "{isa}: {:?}", &got[..8]);
+            assert!(got[8..].iter().all(|x| x.is_finite()), "{isa}: {:?}", &got[8..]);
+        }
+    }
+
+    #[test]
+    fn overflowing_strides_are_errors() {
+        let mut l = bert_layout(1, 1, 1, 1, 1, false);
+        l.outer = vec![AttnAxis { size: 3, q: 1 << 63, k: 0, v: 0, mask: 0, out: 1 }];
+        let one = [0f32; 1];
+        let mut out = [0f32; 3];
+        let err = attention(Isa::Portable, &l, &one, &one, &one, None, &mut out).unwrap_err();
+        assert!(err.to_string().contains("overflow"), "{err}");
+    }
+
+    #[test]
     fn bad_layouts_are_errors_not_panics() {
         let l = bert_layout(1, 4, 4, 2, 8, false);
         let buf = vec![0f32; 64];

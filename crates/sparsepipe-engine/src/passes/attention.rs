@@ -115,6 +115,9 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
     }
     // Walk back: [Add(mask)] <- [Mul(scale)] <- EinSum(q, k), each used only by the next.
     let mut cur = sm_node.inputs[0].node;
+    if only_succ(model, cur)?.map(|n| n.id) != Some(softmax) {
+        return Ok(None);
+    }
     let mut mask = None;
     let mut scale = 1.0f32;
     if is_f32_bin_op(model.node(cur), "Add") {
@@ -126,21 +129,17 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
                 let n = model.node(a.node);
                 n.op_is::<EinSum>() || is_f32_bin_op(n, "Mul")
             };
-            if looks_like_scores && model.outlet_fact(b)?.konst.is_none() && is_f32(model, b)? {
+            let mfact = model.outlet_fact(b)?;
+            let mask_fits = mfact.konst.is_none()
+                && mfact.datum_type == f32::datum_type()
+                && mfact.rank() == scores_fact.rank()
+                && mfact.shape.iter().zip(scores_fact.shape.iter()).all(|(m, s)| m == s || m.is_one());
+            if looks_like_scores && mask_fits && only_succ(model, a.node)?.map(|n| n.id) == Some(cur) {
                 picked = Some((a, b));
                 break;
             }
         }
         let Some((a, b)) = picked else { return Ok(None) };
-        if only_succ(model, a.node)?.map(|n| n.id) != Some(cur) {
-            return Ok(None);
-        }
-        let mfact = model.outlet_fact(b)?;
-        if mfact.rank() != scores_fact.rank()
-            || mfact.shape.iter().zip(scores_fact.shape.iter()).any(|(m, s)| m != s && !m.is_one())
-        {
-            return Ok(None);
-        }
         mask = Some(b);
         cur = a.node;
     }
@@ -216,9 +215,12 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
     if outer.len() != batch.len() {
         return Ok(None);
     }
-    // Batch dims must agree exactly (no broadcasting between q, k and v).
+    // Batch, depth and key dims must agree exactly (einsum would broadcast a size-1 one).
     let (qf, kf, vf) = (model.outlet_fact(q)?, model.outlet_fact(k)?, model.outlet_fact(v)?);
-    if outer.iter().any(|o| qf.shape[o[0]] != kf.shape[o[1]] || qf.shape[o[0]] != vf.shape[o[2]]) {
+    if outer.iter().any(|o| qf.shape[o[0]] != kf.shape[o[1]] || qf.shape[o[0]] != vf.shape[o[2]])
+        || qf.shape[q_d] != kf.shape[k_d]
+        || vf.shape[v_n] != kf.shape[k_n]
+    {
         return Ok(None);
     }
     let out_fact = model.outlet_fact(OutletId::new(pv_node.id, 0))?;
