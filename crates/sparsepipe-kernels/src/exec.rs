@@ -183,19 +183,21 @@ fn channels_in_parallel<K: TileKernel>(
     let out = OutPtr(y.as_mut_ptr());
     ranges.par_iter().for_each(|&(ch0, ch1)| {
         for s in specs {
-            with_scratch((k + n) * s.w, |buf| {
-                let (xt, yt) = buf.split_at_mut(k * s.w);
+            let width = ch1 - ch0;
+            with_scratch((k + n) * s.w + s.cnt * width, |buf| {
+                let (xt, rest) = buf.split_at_mut(k * s.w);
+                let (yt, rows) = rest.split_at_mut(n * s.w);
                 transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
                 zero_padding(xt, s.cnt, s.w);
                 let t = Tile { xt: xt.as_ptr(), yt: yt.as_mut_ptr(), w: s.w, ch0, ch1 };
                 // SAFETY: `xt` is the tile's packed input, `yt` room for its whole output.
                 unsafe { kern.tile(isa, &t) };
-                for m in 0..s.cnt {
-                    let row = (s.c0 + m) * n;
-                    for c in ch0..ch1 {
-                        // SAFETY: row + c < M * N = y.len(); threads write disjoint channel ranges.
-                        unsafe { *out.at(row + c) = yt[c * s.w + m] };
-                    }
+                // This thread's channels back to rows (SIMD transpose), then one copy per row.
+                transpose(isa, &yt[ch0 * s.w..], width, s.cnt, s.w, rows, width);
+                for (m, src) in rows.chunks_exact(width).enumerate() {
+                    // SAFETY: the row's channels ch0..ch1 lie inside y ((c0 + m) * N + ch1 <= M * N);
+                    // threads write disjoint channel ranges, and `rows` is this thread's scratch.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at((s.c0 + m) * n + ch0), width) };
                 }
             })
         }
