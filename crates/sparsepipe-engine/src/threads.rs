@@ -1,6 +1,7 @@
 //! One rayon pool per thread count, shared by every engine in the process and by tract.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use rayon::ThreadPool;
@@ -52,9 +53,45 @@ impl SharedPool {
     /// handed over from the calling thread (a sleep/wake-up per operator). Admitting one plan at a
     /// time keeps a worker waiting inside one plan's parallel section from stealing another
     /// plan and re-entering tract's per-thread matmul scratch.
+    ///
+    /// While `f` runs, the pool's other workers stay awake: each runs the jobs `f` forks as they
+    /// appear and spins between them, so a short parallel section starts at once instead of
+    /// after a sleeping worker's wake-up (which took longer than half of a 100 µs operator).
     pub fn run_exclusive<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         let _turn = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        self.pool.install(f)
+        let n = self.pool.current_num_threads();
+        self.pool.install(|| {
+            let plan_thread = rayon::current_thread_index();
+            let done = Arc::new(AtomicBool::new(false));
+            // Set when `f` returns or unwinds, so no worker spins past it.
+            let _stop = StopOnDrop(done.clone());
+            for _ in 1..n {
+                let done = done.clone();
+                rayon::spawn(move || keep_warm(&done, plan_thread));
+            }
+            f()
+        })
+    }
+}
+
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Runs pending pool jobs, spinning between them, until `done`. Returns at once on the worker
+/// running the plan (it may pick this job up while waiting on its own fork-join).
+fn keep_warm(done: &AtomicBool, plan_thread: Option<usize>) {
+    if rayon::current_thread_index() == plan_thread {
+        return;
+    }
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
     }
 }
 

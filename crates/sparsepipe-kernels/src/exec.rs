@@ -11,9 +11,9 @@ use crate::transpose::transpose;
 
 /// Columns (tokens or pixels) per packed tile and per parallel job.
 pub(crate) const COL_TILE: usize = 64;
-/// Below this many multiply-adds (about 50 us on one core) a call runs on the calling thread
-/// alone: waking the pool's threads and joining them costs more than splitting saves.
-const PAR_MIN_MACS: usize = 1 << 21;
+/// Below this many multiply-adds (about 15 us on one core) a call runs on the calling thread
+/// alone: joining the pool's (awake) threads costs more than splitting saves.
+const PAR_MIN_MACS: usize = 1 << 19;
 /// Splitting the output channels of one tile over threads moves the tile between cores (packed
 /// input out, results back), which costs more than it saves below this many multiply-adds.
 const PAR_SPLIT_MACS: usize = 1 << 24;
