@@ -1,9 +1,9 @@
 //! `MaskedAttention`: `softmax(scale·q·kᵀ + mask)·v` as one op on our attention kernel, reading
 //! q, k and v in the layout the graph produced them (no transposes).
 
+use crate::threads::on_plan_pool;
 use sparsepipe_kernels::{attention, AttnAxis, AttnLayout, Isa};
 use tract_core::internal::*;
-use tract_linalg::multithread::{current_tract_executor, Executor};
 
 /// Where each role of the attention lives in each operand, by axis position.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,11 +150,8 @@ impl EvalOp for MaskedAttention {
             let m = m.as_ref().map(|m| m.as_slice::<f32>()).transpose()?;
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<f32>()?;
-            let mut run = || attention(self.isa, &layout, q, k, v, m, out).map_err(|e| format_err!("{e}"));
-            match current_tract_executor() {
-                Executor::MultiThread(pool) => pool.install(run)?,
-                _ => run()?,
-            }
+            let run = || attention(self.isa, &layout, q, k, v, m, out).map_err(|e| format_err!("{e}"));
+            on_plan_pool(run)?;
         }
         Ok(tvec!(y.into_tvalue()))
     }

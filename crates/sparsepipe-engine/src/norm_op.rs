@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::threads::on_plan_pool;
 use sparsepipe_kernels::{layer_norm, Isa};
 use tract_core::internal::*;
-use tract_linalg::multithread::{current_tract_executor, Executor};
 
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` over the last axis of an f32 tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,11 +49,8 @@ impl EvalOp for LayerNorm {
             let mut view = y.try_as_plain_ram_mut()?;
             let ys = view.as_slice_mut::<f32>()?;
             let (g, b) = (self.gamma.as_deref().map(Vec::as_slice), self.beta.as_deref().map(Vec::as_slice));
-            let mut run = || layer_norm(self.isa, xs, n, g, b, self.eps, ys).map_err(|e| format_err!("{e}"));
-            match current_tract_executor() {
-                Executor::MultiThread(pool) => pool.install(run)?,
-                _ => run()?,
-            }
+            let run = || layer_norm(self.isa, xs, n, g, b, self.eps, ys).map_err(|e| format_err!("{e}"));
+            on_plan_pool(run)?;
         }
         Ok(tvec!(y.into_tvalue()))
     }

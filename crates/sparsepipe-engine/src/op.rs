@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::threads::on_plan_pool;
 use sparsepipe_kernels::{Isa, PackedLinear};
 use tract_core::internal::*;
-use tract_linalg::multithread::{current_tract_executor, Executor};
 
 /// Where an output axis comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +108,7 @@ impl EvalOp for WeightLinear {
         {
             let mut view = y.try_as_plain_ram_mut()?;
             let ys = view.as_slice_mut::<f32>()?;
-            match current_tract_executor() {
-                Executor::MultiThread(pool) => pool.install(|| self.compute(xs, outer, inner, ys))?,
-                _ => self.compute(xs, outer, inner, ys)?,
-            }
+            on_plan_pool(|| self.compute(xs, outer, inner, ys))?;
         }
         Ok(tvec!(y.into_tvalue()))
     }

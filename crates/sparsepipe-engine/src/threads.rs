@@ -112,3 +112,12 @@ pub fn shared_pool(n: usize) -> Result<Arc<SharedPool>> {
     pools.insert(n, Arc::downgrade(&shared));
     Ok(shared)
 }
+
+/// Runs `f` on the rayon pool of the executor the plan runs with (so our kernels' parallel
+/// sections use the plan's threads), or on this thread when the plan is single-threaded.
+pub(crate) fn on_plan_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match tract_linalg::multithread::current_tract_executor() {
+        tract_linalg::multithread::Executor::MultiThread(pool) => pool.install(f),
+        _ => f(),
+    }
+}

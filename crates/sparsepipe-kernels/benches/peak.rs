@@ -91,32 +91,25 @@ fn fma_peak(isa: Isa) -> f64 {
         fma_loop!(run512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, 16);
         fma_loop!(run256, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, 8);
         let iters = 2_000_000;
-        match isa {
-            Isa::Avx512 => {
-                let s = median_secs(
-                    || {
-                        // SAFETY: Isa::Avx512 is only passed when the CPU supports it.
-                        black_box(unsafe { run512(black_box(iters)) });
-                    },
-                    0.5,
-                );
-                return (iters * 12 * 16 * 2) as f64 / s;
-            }
-            Isa::Avx2 => {
-                let s = median_secs(
-                    || {
-                        // SAFETY: Isa::Avx2 is only passed when the CPU supports it.
-                        black_box(unsafe { run256(black_box(iters)) });
-                    },
-                    0.5,
-                );
-                return (iters * 12 * 8 * 2) as f64 / s;
-            }
-            Isa::Portable => {}
-        }
+        let (run, lanes): (unsafe fn(usize) -> f32, usize) = match isa {
+            Isa::Avx512 => (run512, 16),
+            Isa::Avx2 => (run256, 8),
+            Isa::Portable => return f64::NAN,
+        };
+        let s = median_secs(
+            || {
+                // SAFETY: `isa` is only passed when the CPU supports it.
+                black_box(unsafe { run(black_box(iters)) });
+            },
+            0.5,
+        );
+        (iters * 12 * lanes * 2) as f64 / s
     }
-    let _ = isa;
-    f64::NAN
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        f64::NAN
+    }
 }
 
 fn main() {
