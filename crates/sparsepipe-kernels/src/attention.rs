@@ -156,7 +156,7 @@ pub fn attention(
     }
     let threads = rayon::current_num_threads();
     let work = groups * layout.sq * layout.sk.max(1) * (layout.d + layout.dv);
-    let parallel = threads > 1 && work >= 1 << 20;
+    let parallel = threads > 1 && work >= 1 << 17;
     // Query tiles: enough jobs for every thread, never below 16 queries unless that is all.
     let tiles_per_group = if parallel { (4 * threads).div_ceil(groups).min(layout.sq.div_ceil(16)).max(1) } else { 1 };
     let qt = layout.sq.div_ceil(tiles_per_group).div_ceil(ROWS) * ROWS;
@@ -202,16 +202,71 @@ unsafe fn job_dispatch(
 ) {
     let skp = l.sk.div_ceil(LANES).max(1) * LANES;
     let dvp = l.dv.div_ceil(LANES) * LANES;
-    with_scratch(l.d * skp + l.sk * dvp + ROWS * skp, |buf| match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the caller checked the CPU supports AVX-512F; pointer contract forwarded.
-        Isa::Avx512 => unsafe { job_avx512(l, g, i0, i1, q, k, v, mask, out, buf) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above for AVX2+FMA.
-        Isa::Avx2 => unsafe { job_avx2(l, g, i0, i1, q, k, v, mask, out, buf) },
-        // SAFETY: pointer contract forwarded.
-        _ => unsafe { job::<Portable>(l, g, i0, i1, q, k, v, mask, out, buf) },
+    with_scratch(l.d * skp + l.sk * dvp + ROWS * skp, |buf| {
+        let [_, ko, vo, _, _] = l.offsets(g);
+        let (kt, rest) = buf.split_at_mut(l.d * skp);
+        // SAFETY: the problem's keys and values lie below the extents `attention` checked.
+        unsafe {
+            pack_keys(isa, l, k.add(ko), kt, skp);
+            pack_values(l, v.add(vo), &mut rest[..l.sk * dvp], dvp);
+        }
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked the CPU supports AVX-512F; pointer contract forwarded.
+            Isa::Avx512 => unsafe { job_avx512(l, g, i0, i1, q, mask, out, buf) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above for AVX2+FMA.
+            Isa::Avx2 => unsafe { job_avx2(l, g, i0, i1, q, mask, out, buf) },
+            // SAFETY: pointer contract forwarded.
+            _ => unsafe { job::<Portable>(l, g, i0, i1, q, mask, out, buf) },
+        }
     })
+}
+
+/// Keys of one problem (at `k`) transposed to `kt: [d][skp]`, zero past `sk`: a SIMD transpose
+/// when the depth is contiguous (as linears write it).
+///
+/// # Safety
+/// `k` plus in-range (key, depth) coordinates times the layout's strides must be readable.
+unsafe fn pack_keys(isa: Isa, l: &AttnLayout, k: *const f32, kt: &mut [f32], skp: usize) {
+    if l.sk == 0 || l.d == 0 {
+        return;
+    }
+    if l.k.1 == 1 {
+        let len = (l.sk - 1) * l.k.0 + l.d;
+        // SAFETY: the last key's last depth, the highest index read, is `len - 1` (caller).
+        let src = unsafe { std::slice::from_raw_parts(k, len) };
+        crate::transpose::transpose(isa, src, l.sk, l.d, l.k.0, kt, skp);
+    } else {
+        for j in 0..l.sk {
+            for dd in 0..l.d {
+                // SAFETY: in-range coordinates (caller).
+                kt[dd * skp + j] = unsafe { *k.add(j * l.k.0 + dd * l.k.1) };
+            }
+        }
+    }
+    for row in kt.chunks_exact_mut(skp) {
+        row[l.sk..].fill(0.0);
+    }
+}
+
+/// Values of one problem (at `v`) copied to `vp: [sk][dvp]`, zero past `dv`.
+///
+/// # Safety
+/// `v` plus in-range (key, depth) coordinates times the layout's strides must be readable.
+unsafe fn pack_values(l: &AttnLayout, v: *const f32, vp: &mut [f32], dvp: usize) {
+    for (j, row) in vp.chunks_exact_mut(dvp).enumerate() {
+        if l.v.1 == 1 {
+            // SAFETY: key j's `dv` contiguous values are in range (caller).
+            row[..l.dv].copy_from_slice(unsafe { std::slice::from_raw_parts(v.add(j * l.v.0), l.dv) });
+        } else {
+            for (c, slot) in row[..l.dv].iter_mut().enumerate() {
+                // SAFETY: in-range coordinates (caller).
+                *slot = unsafe { *v.add(j * l.v.0 + c * l.v.1) };
+            }
+        }
+        row[l.dv..].fill(0.0);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -223,14 +278,12 @@ unsafe fn job_avx512(
     i0: usize,
     i1: usize,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
     mask: Option<*const f32>,
     out: OutPtr,
     buf: &mut [f32],
 ) {
     // SAFETY: avx512f enabled here; contract forwarded.
-    unsafe { job::<crate::simd::Avx512>(l, g, i0, i1, q, k, v, mask, out, buf) }
+    unsafe { job::<crate::simd::Avx512>(l, g, i0, i1, q, mask, out, buf) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -242,17 +295,16 @@ unsafe fn job_avx2(
     i0: usize,
     i1: usize,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
     mask: Option<*const f32>,
     out: OutPtr,
     buf: &mut [f32],
 ) {
     // SAFETY: avx2+fma enabled here; contract forwarded.
-    unsafe { job::<crate::simd::Avx2>(l, g, i0, i1, q, k, v, mask, out, buf) }
+    unsafe { job::<crate::simd::Avx2>(l, g, i0, i1, q, mask, out, buf) }
 }
 
-/// Queries `i0..i1` of problem `g`, with `buf` as scratch (at least `d*skp + sk*dvp + 4*skp`).
+/// Queries `i0..i1` of problem `g`, with `buf` holding its packed keys (`[d][skp]`) and values
+/// (`[sk][dvp]`) followed by scratch for `4*skp` scores.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn job<S: Simd>(
@@ -261,13 +313,11 @@ unsafe fn job<S: Simd>(
     i0: usize,
     i1: usize,
     q: *const f32,
-    k: *const f32,
-    v: *const f32,
     mask: Option<*const f32>,
     out: OutPtr,
     buf: &mut [f32],
 ) {
-    let [qo, ko, vo, mo, oo] = l.offsets(g);
+    let [qo, _, _, mo, oo] = l.offsets(g);
     let skp = l.sk.div_ceil(LANES).max(1) * LANES;
     let dvp = l.dv.div_ceil(LANES) * LANES;
     let (kt, rest) = buf.split_at_mut(l.d * skp);
@@ -275,19 +325,6 @@ unsafe fn job<S: Simd>(
     // SAFETY: for the whole block, offsets plus in-range coordinates times strides stay below the
     // extents `attention` checked; scratch slices are sized for the loops below.
     unsafe {
-        // Keys transposed to [d][skp] (zero padding), values to [sk][dvp].
-        for dd in 0..l.d {
-            let row = &mut kt[dd * skp..(dd + 1) * skp];
-            for (j, slot) in row.iter_mut().enumerate() {
-                *slot = if j < l.sk { *k.add(ko + j * l.k.0 + dd * l.k.1) } else { 0.0 };
-            }
-        }
-        for j in 0..l.sk {
-            let row = &mut vp[j * dvp..(j + 1) * dvp];
-            for (c, slot) in row.iter_mut().enumerate() {
-                *slot = if c < l.dv { *v.add(vo + j * l.v.0 + c * l.v.1) } else { 0.0 };
-            }
-        }
         let mut i = i0;
         while i + ROWS <= i1 {
             rows::<S, ROWS>(
@@ -351,23 +388,46 @@ unsafe fn rows<S: Simd, const R: usize>(
             }
             c0 += 4 * LANES;
         }
-        // Scale, mask, padding, then the softmax numerators in place.
+        // Scale, mask, padding and the row maximum, then the softmax numerators in place.
         let mut inv = [0f32; R];
+        let scale = S::splat(l.scale);
+        let mut tail = [f32::NEG_INFINITY; LANES];
         for r in 0..R {
-            let row = &mut s[r * skp..(r + 1) * skp];
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = if j < l.sk {
-                    let m = mask.map_or(0.0, |m| *m.add((i + r) * l.mask.0 + j * l.mask.1));
-                    *x * l.scale + m
-                } else {
-                    f32::NEG_INFINITY
-                };
-            }
-            let p = row.as_mut_ptr();
+            let p = s.as_mut_ptr().add(r * skp);
+            let m = mask.map(|m| m.add((i + r) * l.mask.0));
             let mut mx = S::splat(f32::NEG_INFINITY);
-            for c in (0..skp).step_by(LANES) {
-                mx = S::max(mx, S::load(p.add(c)));
+            let mut c = 0;
+            while c + LANES <= l.sk {
+                let x = S::mul(S::load(p.add(c)), scale);
+                let x = match m {
+                    Some(m) if l.mask.1 == 1 => S::add(x, S::load(m.add(c))),
+                    Some(m) if l.mask.1 == 0 => S::add(x, S::splat(*m)),
+                    Some(m) => {
+                        for (e, t) in tail.iter_mut().enumerate() {
+                            *t = *m.add((c + e) * l.mask.1);
+                        }
+                        S::add(x, S::load(tail.as_ptr()))
+                    }
+                    None => x,
+                };
+                S::store(p.add(c), x);
+                mx = S::max(mx, x);
+                c += LANES;
             }
+            if c < l.sk {
+                // The last keys, then -inf for the padding lanes.
+                for (e, t) in tail.iter_mut().enumerate() {
+                    *t = if c + e < l.sk {
+                        *p.add(c + e) * l.scale + m.map_or(0.0, |m| *m.add((c + e) * l.mask.1))
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                }
+                let x = S::load(tail.as_ptr());
+                S::store(p.add(c), x);
+                mx = S::max(mx, x);
+            }
+            let row = std::slice::from_raw_parts_mut(p, skp);
             let mx = S::reduce_max(mx);
             if mx == f32::NEG_INFINITY {
                 // Every key masked out: softmax is 0/0.
@@ -469,10 +529,15 @@ unsafe fn weighted<S: Simd, const R: usize, const NV: usize>(
         for r in 0..R {
             let scale = S::splat(inv[r]);
             for vi in 0..NV {
-                S::store(tmp.as_mut_ptr(), S::mul(acc[r][vi], scale));
                 let c = c0 + vi * LANES;
+                let o = out.add((i + r) * l.out.0 + c * l.out.1);
+                if l.out.1 == 1 && c + LANES <= l.dv {
+                    S::store(o, S::mul(acc[r][vi], scale));
+                    continue;
+                }
+                S::store(tmp.as_mut_ptr(), S::mul(acc[r][vi], scale));
                 for (e, &x) in tmp.iter().enumerate().take(l.dv.saturating_sub(c)) {
-                    *out.add((i + r) * l.out.0 + (c + e) * l.out.1) = x;
+                    *o.add(e * l.out.1) = x;
                 }
             }
         }

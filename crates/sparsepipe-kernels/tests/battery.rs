@@ -279,6 +279,31 @@ mod attention {
     }
 
     #[test]
+    fn strided_masks_and_values() {
+        // Mask stored keys-first ([keys, queries]), values depth-first ([depth, keys]), keys over
+        // two vectors plus a tail, value depth over one vector plus a tail (no query count of 5:
+        // the check masks every fifth mask entry, which would mask one query entirely).
+        for (sq, sk, dv) in [(6, 40, 20), (3, 16, 16), (7, 17, 33)] {
+            let (g, d) = (2, 12);
+            let l = AttnLayout {
+                outer: vec![AttnAxis { size: g, q: sq * d, k: sk * d, v: sk * dv, mask: sq * sk, out: sq * dv }],
+                sq,
+                sk,
+                d,
+                dv,
+                q: (d, 1),
+                k: (d, 1),
+                v: (1, sk),
+                mask: (1, sq),
+                out: (dv, 1),
+                scale: 0.2,
+                zero_masked_rows: false,
+            };
+            check(&l, true, 11);
+        }
+    }
+
+    #[test]
     fn fully_masked_queries_give_nan_or_zeros_as_asked() {
         let mut l = bert_layout(1, 3, 20, 1, 8, true);
         let q = inputs(3 * 8, 1);
