@@ -197,7 +197,9 @@ def test_fused_equals_unfused_and_onnxruntime(
     assert len(ops["attention"]) == 2, ops
     # Two per layer (post-LN) or two per layer plus the final one (pre-LN).
     assert len(ops["layer_norm"]) == (5 if LAYOUTS[layout].get("pre_ln") else 4), ops
-    assert plain.fused_ops() == {"attention": [], "layer_norm": []}
+    # Dense weights stay on tract by default, so only the sparse projections merge.
+    assert ops["qkv_projection"] == (ops["attention"] if sparsity else []), ops
+    assert plain.fused_ops() == {"attention": [], "qkv_projection": [], "layer_norm": []}
     for batch, seq in itertools.product((1, 3), (1, 7, 128)):
         feeds = _feeds(model, batch, seq, 32, seed=batch * 1000 + seq)
         (want,) = ort_run(path, feeds)
@@ -220,6 +222,7 @@ def test_other_sparsities_with_bert_base_head_size(
     onnx.save_model(model, str(path))
     engine = sparsepipe.Engine(path, num_threads=2)
     assert len(engine.fused_ops()["attention"]) == 1
+    assert len(engine.fused_ops()["qkv_projection"]) == 1
     for batch, seq in ((1, 128), (3, 7)):
         feeds = _feeds(model, batch, seq, 128, seed=seq)
         (want,) = ort_run(path, feeds)
@@ -248,3 +251,50 @@ def test_fuse_must_be_a_bool(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="fuse must be True or False, got str 'no'"):
         sparsepipe.Engine(path, fuse="no")
     assert sparsepipe.Engine(path, fuse=False).fuse is False
+
+
+def test_dense_projections_merge_on_our_dense_kernel(tmp_path: Path, ort_run) -> None:
+    model = _encoder()
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, str(path))
+    engine = sparsepipe.Engine(path, num_threads=2, dense_backend="sparsepipe")
+    assert engine.fused_ops()["qkv_projection"] == engine.fused_ops()["attention"]
+    assert len(engine.fused_ops()["qkv_projection"]) == 2
+    for batch, seq in ((1, 1), (3, 7), (2, 128)):
+        feeds = _feeds(model, batch, seq, 32, seed=seq)
+        (want,) = ort_run(path, feeds)
+        (got,) = engine.run(feeds)
+        _tol_check(got, want, f"dense b{batch} s{seq}")
+
+
+def test_projections_are_not_merged_when_used_elsewhere_or_of_different_kinds(
+    tmp_path: Path, ort_run
+) -> None:
+    model = _encoder(layers=1, sparsity=0.9)
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    q_weight, k_matmul = matmuls[0].input[1], matmuls[1]
+    # The key projection is also a model output.
+    used = onnx.ModelProto()
+    used.CopyFrom(model)
+    used.graph.output.append(
+        helper.make_tensor_value_info(k_matmul.output[0], TensorProto.FLOAT, None)
+    )
+    # The query weight is dense while the key and value weights are sparse.
+    mixed = onnx.ModelProto()
+    mixed.CopyFrom(model)
+    init = next(i for i in mixed.graph.initializer if i.name == q_weight)
+    dense = np.random.default_rng(5).standard_normal(tuple(init.dims)).astype(np.float32) * 0.2
+    init.CopyFrom(numpy_helper.from_array(dense, q_weight))
+    for name, m, options in (
+        ("used elsewhere", used, {}),
+        ("mixed kinds", mixed, {}),
+        ("mixed kinds, our dense kernel", mixed, {"dense_backend": "sparsepipe"}),
+    ):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save_model(m, str(path))
+        engine = sparsepipe.Engine(path, num_threads=2, **options)
+        assert len(engine.fused_ops()["attention"]) == 1, name
+        assert engine.fused_ops()["qkv_projection"] == [], name
+        feeds = _feeds(m, 2, 9, 32, seed=4)
+        for got, want in zip(engine.run(feeds), ort_run(path, feeds)):
+            _tol_check(got, want, name)

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
     pass
 
 SPARSITY = 0.8
-REPORT_KEYS = {"node", "pattern", "shape", "k", "n", "sparsity", "kernel", "isa", "fused"}
+REPORT_KEYS = {"node", "pattern", "shape", "k", "n", "sparsity", "kernel", "isa", "fused", "plan_node"}
 ISAS = ("portable", "avx2", "avx512")
 
 
@@ -427,6 +427,9 @@ def test_sparsity_report_entries(model_zoo: Any) -> None:
                 assert all(isinstance(f, str) for f in r["fused"]), where
                 if kernel == "sparse":
                     assert r["isa"] == engine.isa, where
+                # Itself, or (an attention's q/k/v on our kernels) the linear computing all three.
+                merged_names = {x["node"] + ".qkv" for x in report}
+                assert r["plan_node"] in {r["node"], *merged_names}, where
 
 
 def test_available_isas() -> None:

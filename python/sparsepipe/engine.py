@@ -231,8 +231,9 @@ class Engine:
 
     def sparsity_report(self) -> list[dict[str, Any]]:
         """One dict per constant-weight matmul: node, pattern, shape, k, n, sparsity, kernel
-        (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it) and the
-        fused bias/activation nodes."""
+        (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it), the
+        fused bias/activation nodes and plan_node, the plan node that computes it (``node``
+        itself, or the one linear that computes an attention's query, key and value)."""
         return self._engine.sparsity_report()
 
     @property
@@ -242,9 +243,10 @@ class Engine:
 
     def fused_ops(self) -> dict[str, list[str]]:
         """The subgraphs that run as one fused op, by kind: ``"attention"`` (``q·kᵀ``, scale,
-        mask, softmax, ``·v``; named by the softmax node) and ``"layer_norm"`` (named by the
-        normalization node); empty lists when ``fuse=False``."""
-        out: dict[str, list[str]] = {"attention": [], "layer_norm": []}
+        mask, softmax, ``·v``; named by the softmax node), ``"qkv_projection"`` (an attention's
+        query, key and value linears computed as one; named by the softmax node) and
+        ``"layer_norm"`` (named by the normalization node); empty lists when ``fuse=False``."""
+        out: dict[str, list[str]] = {"attention": [], "qkv_projection": [], "layer_norm": []}
         for kind, node in self._engine.fused_ops():
             out.setdefault(kind, []).append(node)
         return out

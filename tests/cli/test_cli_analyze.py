@@ -26,7 +26,13 @@ def test_profile_times_every_plan_node(bert):
     assert nodes and all(n["seconds"] >= 0 for n in nodes)
     assert {"name", "op", "seconds", "output_elements"} <= set(nodes[0])
     sparse = [n for n in nodes if n["op"] == "SparsepipeLinear"]
-    assert len(sparse) == sum(r["kernel"] == "sparse" for r in engine.sparsity_report())
+    report = engine.sparsity_report()
+    # One plan node per sparse weight, except each attention's q/k/v: one for the three.
+    plan_nodes = {r["plan_node"] for r in report if r["kernel"] == "sparse"}
+    assert sorted(n["name"] for n in sparse) == sorted(plan_nodes)
+    merged = [r for r in report if r["plan_node"] != r["node"]]
+    assert len(merged) == 3 * len(engine.fused_ops()["qkv_projection"]) > 0
+    assert all(r["plan_node"].endswith(".qkv") for r in merged)
     with pytest.raises(ConfigError, match="iterations"):
         engine.profile(feeds, iterations=0)
     with pytest.raises(InputError):
@@ -42,6 +48,9 @@ def test_analyze_report(bert, tmp_path, capsys):
     assert 0 < result["gflops_effective"] < result["gflops_dense"]
     sparse = [layer for layer in result["layers"] if layer["kernel"] == "sparse"]
     assert sparse and all(layer["sparsity"] >= 0.5 for layer in sparse)
+    # Every weight gets time, those computed together (q/k/v) their share of it.
+    assert all(layer["ms"] > 0 for layer in sparse)
+    assert any(layer["plan_node"] != layer["node"] for layer in sparse)
     out = tmp_path / "analysis.json"
     assert (
         main(

@@ -33,9 +33,40 @@ pub struct MaskedAttention {
     /// Queries with every key masked to `-inf` give zeros (a NaN guard followed the softmax).
     pub(crate) zero_masked_rows: bool,
     pub(crate) isa: Isa,
+    /// When set, inputs 0-2 are one tensor holding q, k and v side by side along its last axis
+    /// (one projection computed all three), each read through its view.
+    pub(crate) packed: Option<[PackedView; 3]>,
 }
 
 impl Eq for MaskedAttention {}
+
+/// One operand inside a packed q/k/v tensor: its channels start at `offset` of the last axis and
+/// are shaped `split` (e.g. `[heads, depth]`); every other axis is the packed tensor's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedView {
+    pub offset: usize,
+    pub split: TVec<usize>,
+}
+
+impl PackedView {
+    /// The operand's shape, given the packed tensor's.
+    fn shape<D: DimLike>(&self, packed: &[D]) -> TVec<D> {
+        let lead = &packed[..packed.len().saturating_sub(1)];
+        lead.iter().cloned().chain(self.split.iter().map(|&d| D::from(d))).collect()
+    }
+
+    /// The operand's strides (in floats) inside a packed tensor of concrete shape `packed`.
+    fn strides(&self, packed: &[usize]) -> TVec<usize> {
+        let full = strides(packed);
+        let lead = &full[..full.len().saturating_sub(1)];
+        lead.iter().copied().chain(strides(&self.split)).collect()
+    }
+}
+
+/// `s` from float `offset` on (an operand inside a packed tensor).
+fn tail(s: &[f32], offset: usize) -> TractResult<&[f32]> {
+    s.get(offset..).ok_or_else(|| format_err!("attention operand offset {offset} past {} values", s.len()))
+}
 
 fn strides(shape: &[usize]) -> TVec<usize> {
     let mut s: TVec<usize> = tvec![1; shape.len()];
@@ -57,7 +88,13 @@ impl MaskedAttention {
     }
 
     /// The kernel layout for these concrete input shapes, after checking they agree.
-    fn layout(&self, q: &[usize], k: &[usize], v: &[usize], mask: Option<&[usize]>) -> TractResult<AttnLayout> {
+    fn layout(
+        &self,
+        (q, qs): (&[usize], &[usize]),
+        (k, ks): (&[usize], &[usize]),
+        (v, vs): (&[usize], &[usize]),
+        mask: Option<&[usize]>,
+    ) -> TractResult<AttnLayout> {
         let a = &self.axes;
         let needs = |pick: fn(&[usize; 5]) -> usize, extra: [usize; 2]| {
             a.outer.iter().map(pick).chain(extra).max().unwrap_or(0) + 1
@@ -71,7 +108,7 @@ impl MaskedAttention {
             ensure!(rank >= need, "attention {name} has rank {rank}, expected at least {need}");
         }
         let out_shape = self.output_shape(q, v);
-        let (qs, ks, vs, os) = (strides(q), strides(k), strides(v), strides(&out_shape));
+        let os = strides(&out_shape);
         let ms = mask.map(strides);
         let mask_stride = |pos: usize, size: usize| -> TractResult<usize> {
             match (mask, &ms) {
@@ -124,10 +161,11 @@ impl Op for MaskedAttention {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "scale {} isa={}{}",
+            "scale {} isa={}{}{}",
             self.scale,
             self.isa,
-            if self.zero_masked_rows { " masked rows 0" } else { "" }
+            if self.zero_masked_rows { " masked rows 0" } else { "" },
+            if self.packed.is_some() { " q/k/v packed" } else { "" }
         )])
     }
 
@@ -138,8 +176,26 @@ impl EvalOp for MaskedAttention {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == 3 || inputs.len() == 4, "attention takes q, k, v and an optional mask");
         let mask = inputs.get(3);
-        let layout = self.layout(inputs[0].shape(), inputs[1].shape(), inputs[2].shape(), mask.map(|m| m.shape()))?;
-        let out_shape = self.output_shape(inputs[0].shape(), inputs[2].shape());
+        let mut operands: TVec<(TVec<usize>, TVec<usize>, usize)> = tvec![];
+        for (i, input) in inputs.iter().take(3).enumerate() {
+            let shape = input.shape();
+            operands.push(match &self.packed {
+                Some(views) => {
+                    let v = &views[i];
+                    let last = shape.last().copied().unwrap_or(0);
+                    ensure!(
+                        v.offset + v.split.iter().product::<usize>() <= last,
+                        "packed attention operand {i} needs channels {}.. of a last axis of {last}",
+                        v.offset
+                    );
+                    (v.shape(shape), v.strides(shape), v.offset)
+                }
+                None => (shape.into(), strides(shape), 0),
+            });
+        }
+        let [(qs, qst, qo), (ks, kst, ko), (vs, vst, vo)] = [&operands[0], &operands[1], &operands[2]];
+        let layout = self.layout((qs, qst), (ks, kst), (vs, vst), mask.map(|m| m.shape()))?;
+        let out_shape = self.output_shape(qs, vs);
         let mut y = Tensor::zero::<f32>(&out_shape)?;
         {
             let q = inputs[0].try_as_plain_ram()?;
@@ -147,6 +203,7 @@ impl EvalOp for MaskedAttention {
             let v = inputs[2].try_as_plain_ram()?;
             let m = mask.map(|m| m.try_as_plain_ram()).transpose()?;
             let (q, k, v) = (q.as_slice::<f32>()?, k.as_slice::<f32>()?, v.as_slice::<f32>()?);
+            let (q, k, v) = (tail(q, *qo)?, tail(k, *ko)?, tail(v, *vo)?);
             let m = m.as_ref().map(|m| m.as_slice::<f32>()).transpose()?;
             let mut view = y.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<f32>()?;
@@ -162,15 +219,23 @@ impl EvalOp for MaskedAttention {
 impl TypedOp for MaskedAttention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 3 || inputs.len() == 4);
-        let q: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
-        let v: TVec<TDim> = inputs[2].shape.iter().cloned().collect();
+        let (q, v): (TVec<TDim>, TVec<TDim>) = match &self.packed {
+            Some(views) => (views[0].shape(&inputs[0].shape), views[2].shape(&inputs[2].shape)),
+            None => (inputs[0].shape.iter().cloned().collect(), inputs[2].shape.iter().cloned().collect()),
+        };
         Ok(tvec!(f32::fact(self.output_shape(&q, &v))))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         // q·kᵀ and p·v: about twice the q volume times the keys (value depth ~ depth).
-        let keys = inputs[1].shape[self.axes.k.0].clone();
-        let macs = inputs[0].shape.iter().product::<TDim>() * keys * 2;
+        let shape = |i: usize| -> TVec<TDim> {
+            match &self.packed {
+                Some(views) => views[i].shape(&inputs[i].shape),
+                None => inputs[i].shape.iter().cloned().collect(),
+            }
+        };
+        let keys = shape(1)[self.axes.k.0].clone();
+        let macs = shape(0).iter().product::<TDim>() * keys * 2;
         Ok(tvec!((Cost::FMA(f32::datum_type()), macs)))
     }
 

@@ -128,11 +128,17 @@ impl Engine {
         let index_bounds = checks::index_bounds(&typed).map_err(load_err(&path))?;
         let cfg =
             weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
-        let report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
+        let mut report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
         let mut fused = vec![];
         if options.fuse {
             for node in passes::attention::run(&mut typed, isa).map_err(load_err(&path))? {
                 fused.push(FusedOp { kind: "attention", node });
+            }
+            for m in passes::qkv::run(&mut typed).map_err(load_err(&path))? {
+                for line in report.iter_mut().filter(|l| m.parts.contains(&l.node)) {
+                    line.plan_node = m.linear.clone();
+                }
+                fused.push(FusedOp { kind: "qkv_projection", node: m.attention });
             }
             for node in passes::layer_norm::run(&mut typed, isa).map_err(load_err(&path))? {
                 fused.push(FusedOp { kind: "layer_norm", node });

@@ -21,4 +21,7 @@ pub struct LayerReport {
     pub isa: String,
     /// Names of the bias/activation nodes folded into the kernel.
     pub fused: Vec<String>,
+    /// The plan node that computes it: `node`, or the linear that computes an attention's query,
+    /// key and value projections together.
+    pub plan_node: String,
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{concrete_shape, run};
-use sparsepipe_engine::{Data, Engine, EngineOptions};
+use sparsepipe_engine::{Data, DenseBackend, Engine, EngineOptions};
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/exporters")
@@ -37,7 +37,7 @@ fn inputs_for(engine: &Engine) -> Vec<(Vec<usize>, Data)> {
 
 #[test]
 fn fused_attention_equals_unfused_on_exporter_graphs() {
-    let mut fused_models = vec![];
+    let (mut fused_models, mut qkv_models) = (vec![], vec![]);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(corpus()).unwrap().map(|e| e.unwrap().path()).collect();
     dirs.sort();
     for dir in dirs.iter().filter(|d| d.join("model.onnx").is_file()) {
@@ -49,20 +49,36 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         let off = Engine::load(dir, EngineOptions { num_threads: Some(1), fuse: false, ..Default::default() }).unwrap();
         assert!(off.fused_ops().is_empty());
         let inputs = inputs_for(&on);
-        let (a, b) = (run(&on, &inputs), run(&off, &inputs));
-        for (x, y) in a.iter().zip(&b) {
-            assert_eq!(x.shape, y.shape, "{name}");
-            if let (Data::F32(x), Data::F32(y)) = (&x.data, &y.data) {
-                for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    assert!((p - q).abs() <= 1e-4 * q.abs().max(1.0), "{name}: fused {p} vs unfused {q} at {i}");
+        let b = run(&off, &inputs);
+        // Default kernels, then every weight on our dense kernel, then on our sparse kernel (the
+        // q/k/v projections merge only when all three run on our kernels).
+        let ours_dense =
+            EngineOptions { num_threads: Some(2), dense_backend: DenseBackend::Sparsepipe, ..Default::default() };
+        let ours_sparse = EngineOptions { num_threads: Some(2), sparsity_threshold: 0.0, ..Default::default() };
+        let variants = [on, Engine::load(dir, ours_dense).unwrap(), Engine::load(dir, ours_sparse).unwrap()];
+        for (v, engine) in variants.iter().enumerate() {
+            let a = run(engine, &inputs);
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.shape, y.shape, "{name}");
+                if let (Data::F32(x), Data::F32(y)) = (&x.data, &y.data) {
+                    for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                        assert!(
+                            (p - q).abs() <= 1e-4 * q.abs().max(1.0),
+                            "{name} #{v}: fused {p} vs unfused {q} at {i}"
+                        );
+                    }
                 }
             }
         }
-        if on.fused_ops().iter().any(|f| f.kind == "attention") {
-            fused_models.push(name);
+        if variants[0].fused_ops().iter().any(|f| f.kind == "attention") {
+            fused_models.push(name.clone());
+        }
+        if variants[1..].iter().all(|e| e.fused_ops().iter().any(|f| f.kind == "qkv_projection")) {
+            qkv_models.push(name);
         }
     }
     eprintln!("fused: {fused_models:?}");
+    eprintln!("q/k/v projections merged: {qkv_models:?}");
     // transformers 4 (eager attention), transformers 5 (SDPA with its NaN guard), torch dynamo.
     for model in [
         "tf4-legacy-op14-bert-seqcls",
@@ -75,5 +91,16 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         "tf5-dynamo-op20-distilbert-qa",
     ] {
         assert!(fused_models.iter().any(|m| m == model), "{model} was not fused: {fused_models:?}");
+    }
+    // Eager-attention exports (q and k scaled on the way or not) compute q/k/v as one linear.
+    for model in [
+        "tf4-legacy-op14-bert-seqcls",
+        "tf4-legacy-op14-distilbert-seqcls",
+        "tf4-legacy-op14-roberta-seqcls",
+        "tf5-legacy-op17-bert-seqcls",
+        "tf5-legacy-op17-electra-tokcls",
+        "tf5-legacy-op17-xlm-roberta-qa",
+    ] {
+        assert!(qkv_models.iter().any(|m| m == model), "{model}: q/k/v not merged: {qkv_models:?}");
     }
 }

@@ -52,6 +52,31 @@ impl DenseMatrix {
         Self::from_fn(k, n, |r, c| w[c * k + r], epi)
     }
 
+    /// The weights of `parts` side by side (`[K, N1 + N2 + ...]`) as one matrix, or `None`
+    /// unless they share `K` and everything but the bias in their epilogue.
+    pub fn concat_n(parts: &[&DenseMatrix]) -> Option<DenseMatrix> {
+        let first = parts.first()?;
+        let same = |m: &&DenseMatrix| {
+            m.k == first.k && m.epi.gelu == first.epi.gelu && m.epi.min == first.epi.min && m.epi.max == first.epi.max
+        };
+        if !parts.iter().all(same) {
+            return None;
+        }
+        let mut owner = vec![];
+        for (i, m) in parts.iter().enumerate() {
+            owner.extend((0..m.n).map(|c| (i, c)));
+        }
+        let has_bias = parts.iter().any(|m| m.epi.bias.is_some());
+        let bias: Vec<f32> = parts.iter().flat_map(|m| m.bias[..m.n].iter().copied()).collect();
+        let epi = Epilogue { bias: has_bias.then_some(bias), ..first.epi.clone() };
+        Some(DenseMatrix::from_fn(first.k, owner.len(), |r, c| parts[owner[c].0].weight(r, owner[c].1), epi))
+    }
+
+    /// The weight at input channel `r`, output channel `c`.
+    fn weight(&self, r: usize, c: usize) -> f32 {
+        self.panels[((c / PANEL) * self.k + r) * PANEL + c % PANEL]
+    }
+
     /// Input channels.
     pub fn k(&self) -> usize {
         self.k

@@ -131,6 +131,20 @@ impl PackedLinear {
         PackedLinear::Dense(DenseMatrix::from_fn(k, n, w, epi))
     }
 
+    /// The weights of `parts` side by side as one packed weight of the same kind whose output
+    /// channels are theirs in order, or `None` when they differ in kind, `K`, block size or
+    /// epilogue (biases aside).
+    pub fn concat_n(parts: &[&PackedLinear]) -> Option<PackedLinear> {
+        let sparse: Option<Vec<&SparseMatrix>> =
+            parts.iter().map(|p| if let PackedLinear::Sparse(m) = p { Some(m) } else { None }).collect();
+        if let Some(ms) = sparse {
+            return SparseMatrix::concat_n(&ms).map(PackedLinear::Sparse);
+        }
+        let dense: Option<Vec<&DenseMatrix>> =
+            parts.iter().map(|p| if let PackedLinear::Dense(m) = p { Some(m) } else { None }).collect();
+        DenseMatrix::concat_n(&dense?).map(PackedLinear::Dense)
+    }
+
     /// Input channels.
     pub fn k(&self) -> usize {
         match self {

@@ -106,6 +106,50 @@ impl SparseMatrix {
         Self::from_fn(k, n, |r, c| w[c * k + r], epi)
     }
 
+    /// The weights of `parts` side by side (`[K, N1 + N2 + ...]`) as one matrix computing the same
+    /// sums in the same order, or `None` unless they share `K`, block size and everything but
+    /// the bias in their epilogue.
+    pub fn concat_n(parts: &[&SparseMatrix]) -> Option<SparseMatrix> {
+        let first = parts.first()?;
+        let same = |m: &&SparseMatrix| {
+            m.k == first.k
+                && m.kblock == first.kblock
+                && m.epi.gelu == first.epi.gelu
+                && m.epi.min == first.epi.min
+                && m.epi.max == first.epi.max
+        };
+        if !parts.iter().all(same) {
+            return None;
+        }
+        let (k, kblock, nkb) = (first.k, first.kblock, first.nkb);
+        let n: usize = parts.iter().map(|m| m.n).sum();
+        let nnz: usize = parts.iter().map(|m| m.nnz()).sum();
+        u32::try_from(nnz).ok()?;
+        let mut ptr = Vec::with_capacity(nkb * n + 1);
+        let (mut rows, mut vals) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
+        for b in 0..nkb {
+            for m in parts {
+                for c in 0..m.n {
+                    ptr.push(vals.len() as u32);
+                    let (s, e) = (m.ptr[b * m.n + c] as usize, m.ptr[b * m.n + c + 1] as usize);
+                    rows.extend_from_slice(&m.rows[s..e]);
+                    vals.extend_from_slice(&m.vals[s..e]);
+                }
+            }
+        }
+        ptr.push(vals.len() as u32);
+        let mut work = Vec::with_capacity(n + 1);
+        work.push(0);
+        for m in parts {
+            let base = *work.last().unwrap_or(&0);
+            work.extend(m.work[1..].iter().map(|w| base + w));
+        }
+        let bias: Vec<f32> = parts.iter().flat_map(|m| m.bias.iter().copied()).collect();
+        let has_bias = parts.iter().any(|m| m.epi.bias.is_some());
+        let epi = Epilogue { bias: has_bias.then(|| bias.clone()), ..first.epi.clone() };
+        Some(SparseMatrix { k, n, kblock, nkb, ptr, rows, vals, work, epi, bias })
+    }
+
     /// Input channels.
     pub fn k(&self) -> usize {
         self.k

@@ -174,6 +174,74 @@ fn nan_propagates_without_clamp() {
     }
 }
 
+#[test]
+fn concatenated_weights_give_each_part_bit_for_bit() {
+    // Q/K/V-like parts with and without a bias, channel counts off the dense panel width,
+    // K over several sparse blocks; row-major and channels-first, serial and parallel.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for &(k, ns, sparsity) in &[(600usize, [48usize, 13, 40], 0.85), (64, [8, 8, 8], 0.0), (300, [20, 1, 77], 0.5)] {
+        let ws: Vec<Vec<f32>> = ns.iter().enumerate().map(|(i, &n)| weights(k, n, sparsity, i as u64 + 3)).collect();
+        let epis: Vec<Epilogue> = ns
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| if i == 1 { Epilogue::default() } else { Epilogue::with_bias(inputs(n, i as u64)) })
+            .collect();
+        let ntot: usize = ns.iter().sum();
+        for sparse in [true, false] {
+            let parts: Vec<PackedLinear> = (0..3)
+                .map(|i| {
+                    let (w, n) = (&ws[i], ns[i]);
+                    if sparse {
+                        PackedLinear::sparse(k, n, |r, c| w[r * n + c], epis[i].clone())
+                    } else {
+                        PackedLinear::dense(k, n, |r, c| w[r * n + c], epis[i].clone())
+                    }
+                })
+                .collect();
+            let refs: Vec<&PackedLinear> = parts.iter().collect();
+            let merged = PackedLinear::concat_n(&refs).expect("same kind, K and epilogue");
+            assert_eq!((merged.kind(), merged.k(), merged.n()), (parts[0].kind(), k, ntot));
+            for (outer, inner) in [(7, 1), (300, 1), (2, 19)] {
+                let x = inputs(outer * k * inner, 5);
+                for isa in Isa::available() {
+                    pool.install(|| {
+                        let mut y = vec![f32::NAN; outer * ntot * inner];
+                        merged.run(isa, &x, outer, inner, &mut y).unwrap();
+                        let mut off = 0;
+                        for (p, &n) in parts.iter().zip(&ns) {
+                            let mut yp = vec![f32::NAN; outer * n * inner];
+                            p.run(isa, &x, outer, inner, &mut yp).unwrap();
+                            for o in 0..outer {
+                                for c in 0..n {
+                                    for i in 0..inner {
+                                        let (a, b) = (y[(o * ntot + off + c) * inner + i], yp[(o * n + c) * inner + i]);
+                                        assert_eq!(
+                                            a.to_bits(),
+                                            b.to_bits(),
+                                            "{} {isa} {outer}x{inner} ch {c}",
+                                            p.kind()
+                                        );
+                                    }
+                                }
+                            }
+                            off += n;
+                        }
+                    });
+                }
+            }
+        }
+    }
+    // Different kinds, K or epilogues do not merge.
+    let a = PackedLinear::sparse(4, 4, |_, _| 1.0, Epilogue::default());
+    let b = PackedLinear::dense(4, 4, |_, _| 1.0, Epilogue::default());
+    let c = PackedLinear::sparse(5, 4, |_, _| 1.0, Epilogue::default());
+    let d = PackedLinear::sparse(4, 4, |_, _| 1.0, Epilogue { gelu: true, ..Default::default() });
+    for pair in [[&a, &b], [&a, &c], [&a, &d]] {
+        assert!(PackedLinear::concat_n(&pair).is_none());
+    }
+    assert!(PackedLinear::concat_n(&[]).is_none());
+}
+
 mod attention {
     use super::inputs;
     use proptest::prelude::*;

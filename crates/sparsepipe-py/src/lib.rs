@@ -255,6 +255,7 @@ impl PyEngine {
             d.set_item("kernel", &l.kernel)?;
             d.set_item("isa", &l.isa)?;
             d.set_item("fused", &l.fused)?;
+            d.set_item("plan_node", &l.plan_node)?;
             list.append(d)?;
         }
         Ok(list)

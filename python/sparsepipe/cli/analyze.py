@@ -16,6 +16,12 @@ def _matches(report_node: str, plan_node: str) -> bool:
     return plan_node == report_node or plan_node.startswith(report_node + ".")
 
 
+def _work(entry: dict[str, Any]) -> float:
+    """Multiply-adds per output row of one weight on its kernel."""
+    dense = float(entry["k"] * entry["n"])
+    return dense * (1.0 - entry["sparsity"]) if entry["kernel"] == "sparse" else dense
+
+
 def analyze(
     model_path: str,
     *,
@@ -52,11 +58,22 @@ def analyze(
     layers = []
     dense_macs = effective_macs = 0.0
     matched: set[int] = set()
-    for entry in engine.sparsity_report():
-        own = [i for i, n in enumerate(nodes) if _matches(entry["node"], n["name"])]
+    report = engine.sparsity_report()
+    # Weights computed by one plan node (an attention's q/k/v projections) share its time in
+    # proportion to their multiply-adds, and its output in proportion to their channels.
+    plan_work: dict[str, float] = {}
+    plan_channels: dict[str, int] = {}
+    for entry in report:
+        plan_work[entry["plan_node"]] = plan_work.get(entry["plan_node"], 0.0) + _work(entry)
+        plan_channels[entry["plan_node"]] = plan_channels.get(entry["plan_node"], 0) + entry["n"]
+    for entry in report:
+        plan = entry["plan_node"]
+        own = [i for i, n in enumerate(nodes) if _matches(plan, n["name"])]
         matched.update(own)
-        seconds = sum(nodes[i]["seconds"] for i in own)
+        share = _work(entry) / plan_work[plan] if plan_work[plan] else 1.0
+        seconds = share * sum(nodes[i]["seconds"] for i in own)
         out_elems = max((nodes[i]["output_elements"] for i in own), default=0)
+        out_elems = out_elems * entry["n"] / max(1, plan_channels[plan])
         macs = float(out_elems) * entry["k"]
         eff = macs * (1.0 - entry["sparsity"]) if entry["kernel"] == "sparse" else macs
         dense_macs += macs
@@ -69,6 +86,7 @@ def analyze(
                 "kernel": entry["kernel"],
                 "isa": entry["isa"],
                 "fused": entry["fused"],
+                "plan_node": plan,
                 "ms": seconds * 1e3,
                 "time_share": seconds / total,
                 "gflops_dense": 2 * macs / 1e9,

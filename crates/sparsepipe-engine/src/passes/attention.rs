@@ -21,7 +21,7 @@ pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<Vec<String>> {
         }
         let Some(m) = find(model, id)? else { continue };
         let name = model.node(id).name.clone();
-        let op = MaskedAttention { axes: m.axes, scale: m.scale, zero_masked_rows: m.guarded, isa };
+        let op = MaskedAttention { axes: m.axes, scale: m.scale, zero_masked_rows: m.guarded, isa, packed: None };
         replace_chain(model, format!("{name}.attention"), op, &m.inputs, m.last)?;
         fused.push(name);
     }
@@ -236,7 +236,7 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
     let mut inputs = tvec![q, k, v];
     inputs.extend(mask);
     // The op must produce exactly the fact it replaces.
-    let op = MaskedAttention { axes: axes.clone(), scale, zero_masked_rows: false, isa: Isa::Portable };
+    let op = MaskedAttention { axes: axes.clone(), scale, zero_masked_rows: false, isa: Isa::Portable, packed: None };
     let facts: TVec<&TypedFact> = inputs.iter().map(|o| model.outlet_fact(*o)).collect::<TractResult<_>>()?;
     if op.output_facts(&facts)?[0].shape != out_fact.shape {
         return Ok(None);

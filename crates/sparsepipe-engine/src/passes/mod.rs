@@ -6,5 +6,6 @@ pub mod epilogue;
 pub(crate) mod guarded;
 pub mod layer_norm;
 mod pattern;
+pub mod qkv;
 pub(crate) mod tdim_numeric;
 pub mod weight_matmul;

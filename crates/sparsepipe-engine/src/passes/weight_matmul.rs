@@ -64,6 +64,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
             kernel: if sparse { "sparse" } else { "dense" }.into(),
             isa: cfg.isa.name().into(),
             fused: vec![],
+            plan_node: node.name.clone(),
         };
         if !sparse && cfg.dense == DenseBackend::Tract {
             line.isa = "tract".into();
