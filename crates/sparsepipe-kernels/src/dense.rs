@@ -204,7 +204,7 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(
         let clamp = m.epi.clamps();
         let (lo, hi) = (S::splat(m.epi.min), S::splat(m.epi.max));
         for (r, row) in acc.iter().enumerate().take(valid) {
-            let out = t.yt.add((ch + r) * t.w + c);
+            let out = t.yt.add((ch - t.ch0 + r) * t.w + c);
             for (v, &a) in row.iter().enumerate() {
                 let a = if m.epi.gelu { crate::simd::gelu::<S>(a) } else { a };
                 let a = if clamp { S::min(S::max(a, lo), hi) } else { a };

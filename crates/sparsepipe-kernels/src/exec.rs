@@ -19,9 +19,14 @@ const PAR_MIN_MACS: usize = 1 << 19;
 const PAR_SPLIT_MACS: usize = 1 << 24;
 /// Below this many floats the layout copies (pack, unpack) run on the calling thread.
 const PAR_MIN_COPY: usize = 1 << 16;
+/// Output channels computed at a time in a row-major tile: their outputs (64 KiB for a 64-row
+/// tile) stay in cache through every block of input channels and are written to `y` right after,
+/// so no tile's whole output is ever laid out (a multiple of the dense panel width).
+const CH_CHUNK: usize = 256;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
-/// contiguous, `yt` its output, `[N][w]` contiguous; `w` is a multiple of [`LANES`].
+/// contiguous, `yt` the output of those channels, `[ch1 - ch0][w]` contiguous (channel `ch0`'s
+/// row first); `w` is a multiple of [`LANES`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tile {
     pub xt: *const f32,
@@ -101,29 +106,34 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
     if outer == 0 || inner == 0 || n == 0 {
         return;
     }
-    let row_major = inner == 1;
-    // Row-major: one batch of M columns. Channels-first: `outer` batches of `inner` columns.
-    let (batches, cols) = if row_major { (1, outer) } else { (outer, inner) };
-    let (specs, xlen, ylen) = tile_specs(batches, cols, k, n);
     let threads = rayon::current_num_threads();
     let macs = kern.macs_per_col().saturating_mul(outer * inner);
-    if threads > 1 && row_major && macs >= PAR_MIN_MACS {
-        // Tiles narrow enough that every thread gets one, but at least two vectors wide: one-vector
-        // tiles load as many bytes of weights per multiply-add as they compute, and two threads
-        // streaming the same weights were measured slower than one thread on 32 rows.
-        let w = cols.div_ceil(threads).div_ceil(LANES).clamp(2, COL_TILE / LANES) * LANES;
-        let specs = row_tiles(cols, w);
-        if specs.len() >= threads {
-            tiles_in_parallel(kern, isa, x, &specs, y);
-            return;
+    if inner == 1 {
+        // Row-major: the M = `outer` rows are the columns of the tiles.
+        let cols = outer;
+        if threads > 1 && macs >= PAR_MIN_MACS {
+            // Tiles narrow enough that every thread gets one, but at least two vectors wide: one-vector
+            // tiles load as many bytes of weights per multiply-add as they compute, and two threads
+            // streaming the same weights were measured slower than one thread on 32 rows.
+            let w = cols.div_ceil(threads).div_ceil(LANES).clamp(2, COL_TILE / LANES) * LANES;
+            let specs = row_tiles(cols, w);
+            if specs.len() >= threads {
+                tiles_in_parallel(kern, isa, x, &specs, y, true);
+            } else {
+                channels_in_parallel(kern, isa, x, &specs, threads, y);
+            }
+        } else {
+            tiles_in_parallel(kern, isa, x, &row_tiles(cols, COL_TILE), y, false);
         }
-        channels_in_parallel(kern, isa, x, &specs, threads, y);
         return;
     }
+    // Channels-first: `outer` batches of `inner` columns.
+    let cols = inner;
+    let (specs, xlen, ylen) = tile_specs(outer, cols, k, n);
     let parallel = threads > 1 && macs >= PAR_SPLIT_MACS;
     with_scratch(xlen + ylen, |buf| {
         let (xp, yp) = buf.split_at_mut(xlen);
-        pack(isa, x, row_major, k, cols, &specs, xp, parallel && x.len() >= PAR_MIN_COPY);
+        pack(x, k, cols, &specs, xp, parallel && x.len() >= PAR_MIN_COPY);
         let jobs = jobs(kern, &specs, xp, yp, parallel);
         // SAFETY: each job names one tile's packed input and a disjoint channel range of its output.
         let run_job = |t: &Tile| unsafe { kern.tile(isa, t) };
@@ -133,8 +143,32 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
             jobs.iter().for_each(run_job);
         }
         let par_unpack = parallel && y.len() >= PAR_MIN_COPY;
-        unpack(isa, yp, row_major, n, cols, &specs, y, par_unpack);
+        unpack(yp, n, cols, &specs, y, par_unpack);
     });
+}
+
+/// Computes channels `ch0..ch1` of the packed tile `xt` (`[K][w]`) a chunk of [`CH_CHUNK`]
+/// channels at a time into `buf`, handing each finished chunk (`[c1 - c0][w]`, channels
+/// `c0..c1`) to `emit`.
+fn compute_chunks<K: TileKernel>(
+    kern: &K,
+    isa: Isa,
+    xt: &[f32],
+    w: usize,
+    (ch0, ch1): (usize, usize),
+    buf: &mut [f32],
+    mut emit: impl FnMut(usize, usize, &[f32]),
+) {
+    let mut a = ch0;
+    while a < ch1 {
+        let b = (a + CH_CHUNK).min(ch1);
+        assert!(xt.len() >= kern.k() * w && buf.len() >= (b - a) * w, "tile scratch too small");
+        let t = Tile { xt: xt.as_ptr(), yt: buf.as_mut_ptr(), w, ch0: a, ch1: b };
+        // SAFETY: `xt` holds the tile's K rows of `w` floats and `buf` room for channels a..b.
+        unsafe { kern.tile(isa, &t) };
+        emit(a, b, &buf[..(b - a) * w]);
+        a = b;
+    }
 }
 
 /// Splits a row-major `y` (`[M, N]`) into the rows of each tile, in tile order.
@@ -149,22 +183,27 @@ fn row_pieces<'a, 'b>(specs: &'a [TileSpec], y: &'b mut [f32], n: usize) -> Vec<
     pieces
 }
 
-/// Row-major calls with at least one tile per thread: each job packs one tile of rows on its own
-/// thread, computes every channel and writes those rows back, so a tile never crosses cores and
-/// the call has one fork-join.
-fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[TileSpec], y: &mut [f32]) {
+/// Row-major calls, a tile of rows at a time (in parallel when asked, with at least one tile per
+/// thread): each job packs its rows, computes every channel a chunk at a time and writes each
+/// chunk into its rows of `y` while it is in cache, so a tile never crosses cores, the call has
+/// one fork-join and no output tile is laid out whole.
+fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[TileSpec], y: &mut [f32], parallel: bool) {
     let (k, n) = (kern.k(), kern.n());
-    row_pieces(specs, y, n).into_par_iter().for_each(|(s, dst)| {
-        with_scratch((k + n) * s.w, |buf| {
+    let body = |(s, dst): (&TileSpec, &mut [f32])| {
+        with_scratch(k * s.w + CH_CHUNK.min(n) * s.w, |buf| {
             let (xt, yt) = buf.split_at_mut(k * s.w);
             transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
             zero_padding(xt, s.cnt, s.w);
-            let t = Tile { xt: xt.as_ptr(), yt: yt.as_mut_ptr(), w: s.w, ch0: 0, ch1: n };
-            // SAFETY: `xt` is this tile's packed input ([K][w]) and `yt` its whole output ([N][w]).
-            unsafe { kern.tile(isa, &t) };
-            transpose(isa, yt, n, s.cnt, s.w, dst, n);
+            compute_chunks(kern, isa, xt, s.w, (0, n), yt, |a, b, chunk| {
+                transpose(isa, chunk, b - a, s.cnt, s.w, &mut dst[a..], n)
+            });
         })
-    });
+    };
+    if parallel {
+        row_pieces(specs, y, n).into_par_iter().for_each(body);
+    } else {
+        row_pieces(specs, y, n).into_iter().for_each(body);
+    }
 }
 
 /// Row-major calls with fewer tiles than threads (short inputs): each thread packs the (small)
@@ -183,22 +222,22 @@ fn channels_in_parallel<K: TileKernel>(
     let out = OutPtr(y.as_mut_ptr());
     ranges.par_iter().for_each(|&(ch0, ch1)| {
         for s in specs {
-            let width = ch1 - ch0;
-            with_scratch((k + n) * s.w + s.cnt * width, |buf| {
+            let chunk = CH_CHUNK.min(ch1 - ch0);
+            with_scratch(k * s.w + chunk * s.w + s.cnt * chunk, |buf| {
                 let (xt, rest) = buf.split_at_mut(k * s.w);
-                let (yt, rows) = rest.split_at_mut(n * s.w);
+                let (yt, rows) = rest.split_at_mut(chunk * s.w);
                 transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
                 zero_padding(xt, s.cnt, s.w);
-                let t = Tile { xt: xt.as_ptr(), yt: yt.as_mut_ptr(), w: s.w, ch0, ch1 };
-                // SAFETY: `xt` is the tile's packed input, `yt` room for its whole output.
-                unsafe { kern.tile(isa, &t) };
-                // This thread's channels back to rows (SIMD transpose), then one copy per row.
-                transpose(isa, &yt[ch0 * s.w..], width, s.cnt, s.w, rows, width);
-                for (m, src) in rows.chunks_exact(width).enumerate() {
-                    // SAFETY: the row's channels ch0..ch1 lie inside y ((c0 + m) * N + ch1 <= M * N);
-                    // threads write disjoint channel ranges, and `rows` is this thread's scratch.
-                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at((s.c0 + m) * n + ch0), width) };
-                }
+                compute_chunks(kern, isa, xt, s.w, (ch0, ch1), yt, |a, b, done| {
+                    // These channels back to rows (SIMD transpose), then one copy per row.
+                    let width = b - a;
+                    transpose(isa, done, width, s.cnt, s.w, rows, width);
+                    for (m, src) in rows.chunks_exact(width).take(s.cnt).enumerate() {
+                        // SAFETY: the row's channels a..b lie inside y ((c0 + m) * N + b <= M * N);
+                        // threads write disjoint channel ranges, and `rows` is this thread's scratch.
+                        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at((s.c0 + m) * n + a), width) };
+                    }
+                });
             })
         }
     });
@@ -229,24 +268,16 @@ fn jobs<K: TileKernel>(kern: &K, specs: &[TileSpec], xp: &[f32], yp: &mut [f32],
         // SAFETY: xoff/yoff locate the tile inside the packed buffers (see `tile_specs`).
         let (xt, yt) = unsafe { (xp.as_ptr().add(s.xoff), yp.as_mut_ptr().add(s.yoff)) };
         for &(ch0, ch1) in &ranges {
+            // SAFETY: channel ch0's row of the tile's output lies inside the packed buffer.
+            let yt = unsafe { yt.add(ch0 * s.w) };
             jobs.push(Tile { xt, yt, w: s.w, ch0, ch1 });
         }
     }
     jobs
 }
 
-/// Copies `x` into the packed tiles (`[K][w]` each), transposing when row-major.
-#[allow(clippy::too_many_arguments)]
-fn pack(
-    isa: Isa,
-    x: &[f32],
-    row_major: bool,
-    k: usize,
-    cols: usize,
-    specs: &[TileSpec],
-    xp: &mut [f32],
-    parallel: bool,
-) {
+/// Copies channels-first `x` (`[outer, K, cols]`) into the packed tiles (`[K][w]` each).
+fn pack(x: &[f32], k: usize, cols: usize, specs: &[TileSpec], xp: &mut [f32], parallel: bool) {
     let mut pieces = Vec::with_capacity(specs.len());
     let mut rest = xp;
     for s in specs {
@@ -255,14 +286,9 @@ fn pack(
         rest = tail;
     }
     let body = |(s, dst): (&TileSpec, &mut [f32])| {
-        if row_major {
-            // x is [M, K]; rows c0..c0+cnt become columns of dst.
-            transpose(isa, &x[s.c0 * k..], s.cnt, k, k, dst, s.w);
-        } else {
-            let src = &x[s.b * k * cols..];
-            for (r, d) in dst.chunks_exact_mut(s.w).enumerate() {
-                d[..s.cnt].copy_from_slice(&src[r * cols + s.c0..r * cols + s.c0 + s.cnt]);
-            }
+        let src = &x[s.b * k * cols..];
+        for (r, d) in dst.chunks_exact_mut(s.w).enumerate() {
+            d[..s.cnt].copy_from_slice(&src[r * cols + s.c0..r * cols + s.c0 + s.cnt]);
         }
         zero_padding(dst, s.cnt, s.w);
     };
@@ -273,40 +299,19 @@ fn pack(
     }
 }
 
-/// Copies the packed output tiles (`[N][w]` each) into `y`, transposing when row-major.
-#[allow(clippy::too_many_arguments)]
-fn unpack(
-    isa: Isa,
-    yp: &[f32],
-    row_major: bool,
-    n: usize,
-    cols: usize,
-    specs: &[TileSpec],
-    y: &mut [f32],
-    parallel: bool,
-) {
-    if row_major {
-        // y is [M, N]; tile rows (channels) become columns of y's rows c0..c0+cnt.
-        let pieces = row_pieces(specs, y, n);
-        let body = |(s, dst): (&TileSpec, &mut [f32])| transpose(isa, &yp[s.yoff..], n, s.cnt, s.w, dst, n);
-        if parallel {
-            pieces.into_par_iter().for_each(body);
-        } else {
-            pieces.into_iter().for_each(body);
-        }
-    } else {
-        let body = |(b, dst): (usize, &mut [f32])| {
-            for s in specs.iter().filter(|s| s.b == b) {
-                for (r, src) in yp[s.yoff..s.yoff + n * s.w].chunks_exact(s.w).enumerate() {
-                    dst[r * cols + s.c0..r * cols + s.c0 + s.cnt].copy_from_slice(&src[..s.cnt]);
-                }
+/// Copies the packed output tiles (`[N][w]` each) into channels-first `y` (`[outer, N, cols]`).
+fn unpack(yp: &[f32], n: usize, cols: usize, specs: &[TileSpec], y: &mut [f32], parallel: bool) {
+    let body = |(b, dst): (usize, &mut [f32])| {
+        for s in specs.iter().filter(|s| s.b == b) {
+            for (r, src) in yp[s.yoff..s.yoff + n * s.w].chunks_exact(s.w).enumerate() {
+                dst[r * cols + s.c0..r * cols + s.c0 + s.cnt].copy_from_slice(&src[..s.cnt]);
             }
-        };
-        if parallel {
-            y.par_chunks_mut(n * cols).enumerate().for_each(body);
-        } else {
-            y.chunks_mut(n * cols).enumerate().for_each(body);
         }
+    };
+    if parallel {
+        y.par_chunks_mut(n * cols).enumerate().for_each(body);
+    } else {
+        y.chunks_mut(n * cols).enumerate().for_each(body);
     }
 }
 

@@ -138,6 +138,17 @@ fn large_shapes_run_in_parallel_and_match() {
             }
         }
     });
+    // Two threads: each thread's channels span several output chunks, on short and long inputs.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        let (k, n) = (512, 700);
+        for s in [0.0, 0.8] {
+            let w = weights(k, n, s, 13);
+            for m in [20, 130] {
+                check(&w, k, n, epilogue(1, n, 2), m, 1, 5);
+            }
+        }
+    });
 }
 
 #[test]
