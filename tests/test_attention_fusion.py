@@ -199,7 +199,14 @@ def test_fused_equals_unfused_and_onnxruntime(
     assert len(ops["layer_norm"]) == (5 if LAYOUTS[layout].get("pre_ln") else 4), ops
     # Dense weights stay on tract by default, so only the sparse projections merge.
     assert ops["qkv_projection"] == (ops["attention"] if sparsity else []), ops
-    assert plain.fused_ops() == {"attention": [], "qkv_projection": [], "layer_norm": []}
+    assert plain.fused_ops() == {
+        "attention": [],
+        "qkv_projection": [],
+        "layer_norm": [],
+        "residual_add": [],
+    }
+    # The attention output and FFN down projections take their residual (sparse weights only).
+    assert len(ops["residual_add"]) == (4 if sparsity else 0), ops
     for batch, seq in itertools.product((1, 3), (1, 7, 128)):
         feeds = _feeds(model, batch, seq, 32, seed=batch * 1000 + seq)
         (want,) = ort_run(path, feeds)

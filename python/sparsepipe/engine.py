@@ -233,7 +233,8 @@ class Engine:
         """One dict per constant-weight matmul: node, pattern, shape, k, n, sparsity, kernel
         (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it), the
         fused bias/activation nodes and plan_node, the plan node that computes it (``node``
-        itself, or the one linear that computes an attention's query, key and value)."""
+        itself, or the one linear that computes an attention's query, key and value; with a
+        ``.residual`` suffix when that node also adds a residual connection)."""
         return self._engine.sparsity_report()
 
     @property
@@ -244,9 +245,16 @@ class Engine:
     def fused_ops(self) -> dict[str, list[str]]:
         """The subgraphs that run as one fused op, by kind: ``"attention"`` (``q·kᵀ``, scale,
         mask, softmax, ``·v``; named by the softmax node), ``"qkv_projection"`` (an attention's
-        query, key and value linears computed as one; named by the softmax node) and
-        ``"layer_norm"`` (named by the normalization node); empty lists when ``fuse=False``."""
-        out: dict[str, list[str]] = {"attention": [], "qkv_projection": [], "layer_norm": []}
+        query, key and value linears computed as one; named by the softmax node),
+        ``"layer_norm"`` (named by the normalization node) and ``"residual_add"`` (an ``Add`` of
+        a linear's output and a tensor of its shape done as the linear writes it; named by the
+        linear); empty lists when ``fuse=False``."""
+        out: dict[str, list[str]] = {
+            "attention": [],
+            "qkv_projection": [],
+            "layer_norm": [],
+            "residual_add": [],
+        }
         for kind, node in self._engine.fused_ops():
             out.setdefault(kind, []).append(node)
         return out

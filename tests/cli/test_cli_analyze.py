@@ -27,12 +27,15 @@ def test_profile_times_every_plan_node(bert):
     assert {"name", "op", "seconds", "output_elements"} <= set(nodes[0])
     sparse = [n for n in nodes if n["op"] == "SparsepipeLinear"]
     report = engine.sparsity_report()
-    # One plan node per sparse weight, except each attention's q/k/v: one for the three.
+    # One plan node per sparse weight, except each attention's q/k/v: one for the three (named
+    # after them, with `.residual` when the node also adds a residual connection).
     plan_nodes = {r["plan_node"] for r in report if r["kernel"] == "sparse"}
     assert sorted(n["name"] for n in sparse) == sorted(plan_nodes)
     merged = [r for r in report if r["plan_node"] != r["node"]]
-    assert len(merged) == 3 * len(engine.fused_ops()["qkv_projection"]) > 0
-    assert all(r["plan_node"].endswith(".qkv") for r in merged)
+    qkv = [r for r in merged if r["plan_node"].endswith(".qkv")]
+    assert len(qkv) == 3 * len(engine.fused_ops()["qkv_projection"]) > 0
+    assert all(r["plan_node"].endswith((".qkv", ".residual")) for r in merged)
+    assert all(r["plan_node"].startswith(r["node"]) or r["plan_node"].endswith(".qkv") for r in merged)
     with pytest.raises(ConfigError, match="iterations"):
         engine.profile(feeds, iterations=0)
     with pytest.raises(InputError):

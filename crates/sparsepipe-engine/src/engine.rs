@@ -143,6 +143,12 @@ impl Engine {
             for node in passes::layer_norm::run(&mut typed, isa).map_err(load_err(&path))? {
                 fused.push(FusedOp { kind: "layer_norm", node });
             }
+            for (node, plan_node) in passes::residual::run(&mut typed).map_err(load_err(&path))? {
+                for line in report.iter_mut().filter(|l| l.plan_node == node) {
+                    line.plan_node = plan_node.clone();
+                }
+                fused.push(FusedOp { kind: "residual_add", node });
+            }
         }
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;

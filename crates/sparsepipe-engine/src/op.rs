@@ -18,7 +18,8 @@ pub enum OutAxis {
     One,
 }
 
-/// `y = epilogue(x · W)` (bias, then a clamp or an exact GELU) where the input is viewed as `[outer, K, inner]`: its axes
+/// `y = epilogue(x · W) (+ residual)` (bias, then a clamp or an exact GELU, then an optional
+/// second input of the output's shape) where the input is viewed as `[outer, K, inner]`: its axes
 /// `k_start..k_start + k_axes` are contracted (flattened in order to `K`); the result, laid out
 /// `[outer, N, inner]` in memory, is shaped as `out_axes` says.
 #[derive(Debug, Clone)]
@@ -31,11 +32,13 @@ pub struct WeightLinear {
     /// What each output axis is.
     pub(crate) out_axes: TVec<OutAxis>,
     pub(crate) isa: Isa,
+    /// A second input, shaped like the output, is added to it (a residual connection).
+    pub(crate) residual: bool,
 }
 
 impl PartialEq for WeightLinear {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        self.id == other.id && self.residual == other.residual
     }
 }
 impl Eq for WeightLinear {}
@@ -51,12 +54,13 @@ impl WeightLinear {
             k_axes,
             out_axes: out_axes.into(),
             isa,
+            residual: false,
         }
     }
 
-    /// The kernel on `[outer, K, inner]` into `[outer, N, inner]`.
-    fn compute(&self, xs: &[f32], outer: usize, inner: usize, ys: &mut [f32]) -> TractResult<()> {
-        self.packed.run(self.isa, xs, outer, inner, ys).map_err(|e| format_err!("{e}"))
+    /// The kernel on `[outer, K, inner]` into `[outer, N, inner]`, plus `add` when given.
+    fn compute(&self, xs: &[f32], outer: usize, inner: usize, add: Option<&[f32]>, ys: &mut [f32]) -> TractResult<()> {
+        self.packed.run_add(self.isa, xs, outer, inner, add, ys).map_err(|e| format_err!("{e}"))
     }
 
     fn output_shape<D: DimLike>(&self, input: &[D]) -> TVec<D> {
@@ -78,14 +82,15 @@ impl Op for WeightLinear {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} K={} N={} axes {}..{} isa={}{}",
+            "{} K={} N={} axes {}..{} isa={}{}{}",
             self.packed.kind(),
             self.packed.k(),
             self.packed.n(),
             self.k_start,
             self.k_start + self.k_axes,
             self.isa,
-            if self.packed.gelu() { " +gelu" } else { "" }
+            if self.packed.gelu() { " +gelu" } else { "" },
+            if self.residual { " +residual" } else { "" }
         )])
     }
 
@@ -94,7 +99,8 @@ impl Op for WeightLinear {
 
 impl EvalOp for WeightLinear {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = args_1!(inputs);
+        ensure!(inputs.len() == 1 + self.residual as usize, "linear takes {} inputs", 1 + self.residual as usize);
+        let x = &inputs[0];
         let shape = x.shape();
         ensure!(shape.len() >= self.k_start + self.k_axes, "input rank {} too small", shape.len());
         let outer: usize = shape[..self.k_start].iter().product();
@@ -103,12 +109,20 @@ impl EvalOp for WeightLinear {
         ensure!(k == self.packed.k(), "contracted size {} differs from the weight's {}", k, self.packed.k());
         let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let oshape = self.output_shape(shape);
-        // SAFETY: `PackedLinear::run` writes every element of the output before anything reads it.
+        let residual = match inputs.get(1) {
+            Some(r) => {
+                ensure!(r.shape() == &*oshape, "residual shape {:?} differs from the output's {:?}", r.shape(), oshape);
+                Some(r.try_as_plain_ram()?)
+            }
+            None => None,
+        };
+        let add = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
+        // SAFETY: `PackedLinear::run_add` writes every element of the output before anything reads it.
         let mut y = unsafe { Tensor::uninitialized::<f32>(&oshape)? };
         {
             let mut view = y.try_as_plain_ram_mut()?;
             let ys = view.as_slice_mut::<f32>()?;
-            on_plan_pool(|| self.compute(xs, outer, inner, ys))?;
+            on_plan_pool(|| self.compute(xs, outer, inner, add, ys))?;
         }
         Ok(tvec!(y.into_tvalue()))
     }

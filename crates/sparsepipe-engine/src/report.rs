@@ -21,7 +21,8 @@ pub struct LayerReport {
     pub isa: String,
     /// Names of the bias/activation nodes folded into the kernel.
     pub fused: Vec<String>,
-    /// The plan node that computes it: `node`, or the linear that computes an attention's query,
-    /// key and value projections together.
+    /// The plan node that computes it: `node`, the linear that computes an attention's query,
+    /// key and value projections together, or either with `.residual` when it also adds a
+    /// residual connection.
     pub plan_node: String,
 }

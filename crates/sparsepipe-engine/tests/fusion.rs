@@ -37,7 +37,7 @@ fn inputs_for(engine: &Engine) -> Vec<(Vec<usize>, Data)> {
 
 #[test]
 fn fused_attention_equals_unfused_on_exporter_graphs() {
-    let (mut fused_models, mut qkv_models) = (vec![], vec![]);
+    let (mut fused_models, mut qkv_models, mut residual_models) = (vec![], vec![], vec![]);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(corpus()).unwrap().map(|e| e.unwrap().path()).collect();
     dirs.sort();
     for dir in dirs.iter().filter(|d| d.join("model.onnx").is_file()) {
@@ -73,6 +73,9 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         if variants[0].fused_ops().iter().any(|f| f.kind == "attention") {
             fused_models.push(name.clone());
         }
+        if variants[1..].iter().all(|e| e.fused_ops().iter().any(|f| f.kind == "residual_add")) {
+            residual_models.push(name.clone());
+        }
         if variants[1..].iter().all(|e| e.fused_ops().iter().any(|f| f.kind == "qkv_projection")) {
             qkv_models.push(name);
         }
@@ -92,7 +95,8 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
     ] {
         assert!(fused_models.iter().any(|m| m == model), "{model} was not fused: {fused_models:?}");
     }
-    // Eager-attention exports (q and k scaled on the way or not) compute q/k/v as one linear.
+    // Eager-attention exports (q and k scaled on the way or not) compute q/k/v as one linear, and
+    // residual adds after our linears are done as they write.
     for model in [
         "tf4-legacy-op14-bert-seqcls",
         "tf4-legacy-op14-distilbert-seqcls",
@@ -102,5 +106,6 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         "tf5-legacy-op17-xlm-roberta-qa",
     ] {
         assert!(qkv_models.iter().any(|m| m == model), "{model}: q/k/v not merged: {qkv_models:?}");
+        assert!(residual_models.iter().any(|m| m == model), "{model}: no residual folded: {residual_models:?}");
     }
 }

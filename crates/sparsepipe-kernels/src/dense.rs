@@ -94,9 +94,9 @@ impl DenseMatrix {
         4 * (self.panels.len() + self.bias.len())
     }
 
-    /// `y = x·W` (+ epilogue) for `x: [outer, K, inner]`, `y: [outer, N, inner]`.
-    pub(crate) fn run(&self, isa: Isa, x: &[f32], outer: usize, inner: usize, y: &mut [f32]) {
-        crate::exec::run(self, isa, x, outer, inner, y)
+    /// `y = x·W` (+ epilogue, + `add`) for `x: [outer, K, inner]`, `y: [outer, N, inner]`.
+    pub(crate) fn run(&self, isa: Isa, x: &[f32], outer: usize, inner: usize, add: Option<&[f32]>, y: &mut [f32]) {
+        crate::exec::run(self, isa, x, outer, inner, add, y)
     }
 }
 

@@ -99,9 +99,18 @@ fn tile_specs(outer: usize, cols: usize, k: usize, n: usize) -> (Vec<TileSpec>, 
     (specs, xoff, yoff)
 }
 
-/// Computes `y = x·W` where `x` is `[outer, K, inner]` and `y` is `[outer, N, inner]`
-/// (`inner == 1` is the row-major `[M, K]` case). Slice lengths are checked by the caller.
-pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, inner: usize, y: &mut [f32]) {
+/// Computes `y = x·W (+ add)` where `x` is `[outer, K, inner]` and `y` and `add` are
+/// `[outer, N, inner]` (`inner == 1` is the row-major `[M, K]` case). Slice lengths are checked
+/// by the caller.
+pub(crate) fn run<K: TileKernel>(
+    kern: &K,
+    isa: Isa,
+    x: &[f32],
+    outer: usize,
+    inner: usize,
+    add: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (k, n) = (kern.k(), kern.n());
     if outer == 0 || inner == 0 || n == 0 {
         return;
@@ -118,12 +127,12 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
             let w = cols.div_ceil(threads).div_ceil(LANES).clamp(2, COL_TILE / LANES) * LANES;
             let specs = row_tiles(cols, w);
             if specs.len() >= threads {
-                tiles_in_parallel(kern, isa, x, &specs, y, true);
+                tiles_in_parallel(kern, isa, x, &specs, add, y, true);
             } else {
-                channels_in_parallel(kern, isa, x, &specs, threads, y);
+                channels_in_parallel(kern, isa, x, &specs, threads, add, y);
             }
         } else {
-            tiles_in_parallel(kern, isa, x, &row_tiles(cols, COL_TILE), y, false);
+            tiles_in_parallel(kern, isa, x, &row_tiles(cols, COL_TILE), add, y, false);
         }
         return;
     }
@@ -145,6 +154,33 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], outer: usize, in
         let par_unpack = parallel && y.len() >= PAR_MIN_COPY;
         unpack(yp, n, cols, &specs, y, par_unpack);
     });
+    if let Some(a) = add {
+        add_into(y, a);
+    }
+}
+
+/// Asks for the cache lines of columns `cols` of rows `rows` of the row-major `[_, n]` array `a`
+/// (an addend produced long before: its rows come from memory a short run at a time).
+fn prefetch_block(a: &[f32], n: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    for r in rows {
+        let (start, end) = (r * n + cols.start, (r * n + cols.end).min(a.len()));
+        let mut i = start;
+        while i < end {
+            // SAFETY: a prefetch never faults, and the address is inside `a`.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(a.as_ptr().add(i).cast()) };
+            i += 16;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (a, n, rows, cols);
+}
+
+/// `dst += src`, element by element.
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
 }
 
 /// Computes channels `ch0..ch1` of the packed tile `xt` (`[K][w]`) a chunk of [`CH_CHUNK`]
@@ -187,15 +223,34 @@ fn row_pieces<'a, 'b>(specs: &'a [TileSpec], y: &'b mut [f32], n: usize) -> Vec<
 /// thread): each job packs its rows, computes every channel a chunk at a time and writes each
 /// chunk into its rows of `y` while it is in cache, so a tile never crosses cores, the call has
 /// one fork-join and no output tile is laid out whole.
-fn tiles_in_parallel<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], specs: &[TileSpec], y: &mut [f32], parallel: bool) {
+fn tiles_in_parallel<K: TileKernel>(
+    kern: &K,
+    isa: Isa,
+    x: &[f32],
+    specs: &[TileSpec],
+    add: Option<&[f32]>,
+    y: &mut [f32],
+    parallel: bool,
+) {
     let (k, n) = (kern.k(), kern.n());
     let body = |(s, dst): (&TileSpec, &mut [f32])| {
         with_scratch(k * s.w + CH_CHUNK.min(n) * s.w, |buf| {
             let (xt, yt) = buf.split_at_mut(k * s.w);
             transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
             zero_padding(xt, s.cnt, s.w);
+            if let Some(add) = add {
+                prefetch_block(add, n, s.c0..s.c0 + s.cnt, 0..CH_CHUNK.min(n));
+            }
             compute_chunks(kern, isa, xt, s.w, (0, n), yt, |a, b, chunk| {
-                transpose(isa, chunk, b - a, s.cnt, s.w, &mut dst[a..], n)
+                transpose(isa, chunk, b - a, s.cnt, s.w, &mut dst[a..], n);
+                if let Some(add) = add {
+                    // The next chunk's addends come in while it is computed.
+                    prefetch_block(add, n, s.c0..s.c0 + s.cnt, b..(b + CH_CHUNK).min(n));
+                    for m in 0..s.cnt {
+                        let row = (s.c0 + m) * n;
+                        add_into(&mut dst[m * n + a..m * n + b], &add[row + a..row + b]);
+                    }
+                }
             });
         })
     };
@@ -215,6 +270,7 @@ fn channels_in_parallel<K: TileKernel>(
     x: &[f32],
     specs: &[TileSpec],
     threads: usize,
+    add: Option<&[f32]>,
     y: &mut [f32],
 ) {
     let (k, n) = (kern.k(), kern.n());
@@ -232,7 +288,11 @@ fn channels_in_parallel<K: TileKernel>(
                     // These channels back to rows (SIMD transpose), then one copy per row.
                     let width = b - a;
                     transpose(isa, done, width, s.cnt, s.w, rows, width);
-                    for (m, src) in rows.chunks_exact(width).take(s.cnt).enumerate() {
+                    for (m, src) in rows.chunks_exact_mut(width).take(s.cnt).enumerate() {
+                        if let Some(add) = add {
+                            let row = (s.c0 + m) * n;
+                            add_into(src, &add[row + a..row + b]);
+                        }
                         // SAFETY: the row's channels a..b lie inside y ((c0 + m) * N + b <= M * N);
                         // threads write disjoint channel ranges, and `rows` is this thread's scratch.
                         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at((s.c0 + m) * n + a), width) };

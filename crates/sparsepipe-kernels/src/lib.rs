@@ -189,6 +189,20 @@ impl PackedLinear {
     /// (`inner == 1`: row-major `[M, K] -> [M, N]`; `inner > 1`: channels-first, e.g. NCHW
     /// with `inner = H*W`), in parallel on the current rayon pool.
     pub fn run(&self, isa: Isa, x: &[f32], outer: usize, inner: usize, y: &mut [f32]) -> Result<(), KernelError> {
+        self.run_add(isa, x, outer, inner, None, y)
+    }
+
+    /// As [`PackedLinear::run`], then adds `add` (laid out like `y`, e.g. a residual) to every
+    /// output while it is still in cache: `y = epi(x·W) + add`.
+    pub fn run_add(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        outer: usize,
+        inner: usize,
+        add: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> Result<(), KernelError> {
         if !isa.is_supported() {
             return Err(KernelError::Unsupported(isa));
         }
@@ -201,9 +215,14 @@ impl PackedLinear {
         if want_y != Some(y.len()) {
             return Err(KernelError::Shape(format!("output has {} values, expected {outer}x{n}x{inner}", y.len())));
         }
+        if let Some(a) = add {
+            if a.len() != y.len() {
+                return Err(KernelError::Shape(format!("addend has {} values, expected {outer}x{n}x{inner}", a.len())));
+            }
+        }
         match self {
-            PackedLinear::Sparse(m) => m.run(isa, x, outer, inner, y),
-            PackedLinear::Dense(m) => m.run(isa, x, outer, inner, y),
+            PackedLinear::Sparse(m) => m.run(isa, x, outer, inner, add, y),
+            PackedLinear::Dense(m) => m.run(isa, x, outer, inner, add, y),
         }
         Ok(())
     }

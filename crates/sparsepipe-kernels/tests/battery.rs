@@ -186,6 +186,53 @@ fn nan_propagates_without_clamp() {
 }
 
 #[test]
+fn an_addend_is_added_after_the_epilogue_on_every_path() {
+    // Serial, tile-parallel and channel-parallel row-major calls, and channels-first.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let (k, n) = (300, 520);
+    for sparse in [true, false] {
+        let w = weights(k, n, if sparse { 0.85 } else { 0.0 }, 21);
+        let epi = epilogue(3, n, 4);
+        let p = if sparse {
+            PackedLinear::sparse(k, n, |r, c| w[r * n + c], epi.clone())
+        } else {
+            PackedLinear::dense(k, n, |r, c| w[r * n + c], epi.clone())
+        };
+        for (outer, inner) in [(3, 1), (30, 1), (300, 1), (2, 37)] {
+            let x = inputs(outer * k * inner, 6);
+            let add = inputs(outer * n * inner, 7);
+            for threads in [1, 2] {
+                let run = |a: Option<&[f32]>| {
+                    let mut y = vec![f32::NAN; outer * n * inner];
+                    let mut go = || p.run_add(Isa::best(), &x, outer, inner, a, &mut y).unwrap();
+                    if threads == 1 {
+                        go()
+                    } else {
+                        pool.install(go)
+                    }
+                    y
+                };
+                let (plain, summed) = (run(None), run(Some(&add)));
+                for (i, ((s, p), a)) in summed.iter().zip(&plain).zip(&add).enumerate() {
+                    assert_eq!(s.to_bits(), (p + a).to_bits(), "{} {outer}x{inner} {threads}T: y[{i}]", p_kind(sparse));
+                }
+            }
+        }
+        let mut y = vec![0f32; n];
+        let err = p.run_add(Isa::Portable, &inputs(k, 1), 1, 1, Some(&[0.0; 3]), &mut y).unwrap_err();
+        assert!(err.to_string().contains("addend"), "{err}");
+    }
+}
+
+fn p_kind(sparse: bool) -> &'static str {
+    if sparse {
+        "sparse"
+    } else {
+        "dense"
+    }
+}
+
+#[test]
 fn concatenated_weights_give_each_part_bit_for_bit() {
     // Q/K/V-like parts with and without a bias, channel counts off the dense panel width,
     // K over several sparse blocks; row-major and channels-first, serial and parallel.

@@ -7,5 +7,6 @@ pub(crate) mod guarded;
 pub mod layer_norm;
 mod pattern;
 pub mod qkv;
+pub mod residual;
 pub(crate) mod tdim_numeric;
 pub mod weight_matmul;
