@@ -44,7 +44,9 @@ impl Eq for MaskedAttention {}
 /// are shaped `split` (e.g. `[heads, depth]`); every other axis is the packed tensor's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedView {
+    /// First channel of the operand along the packed tensor's last axis.
     pub offset: usize,
+    /// The operand's trailing dimensions, whose product is its channel count.
     pub split: TVec<usize>,
 }
 
