@@ -31,7 +31,18 @@ except ImportError:  # pragma: no cover
     pass
 
 SPARSITY = 0.8
-REPORT_KEYS = {"node", "pattern", "shape", "k", "n", "sparsity", "kernel", "isa", "fused", "plan_node"}
+REPORT_KEYS = {
+    "node",
+    "pattern",
+    "shape",
+    "k",
+    "n",
+    "sparsity",
+    "kernel",
+    "isa",
+    "fused",
+    "plan_node",
+}
 ISAS = ("portable", "avx2", "avx512")
 
 

@@ -35,7 +35,9 @@ def test_profile_times_every_plan_node(bert):
     qkv = [r for r in merged if r["plan_node"].endswith(".qkv")]
     assert len(qkv) == 3 * len(engine.fused_ops()["qkv_projection"]) > 0
     assert all(r["plan_node"].endswith((".qkv", ".residual")) for r in merged)
-    assert all(r["plan_node"].startswith(r["node"]) or r["plan_node"].endswith(".qkv") for r in merged)
+    assert all(
+        r["plan_node"].startswith(r["node"]) or r["plan_node"].endswith(".qkv") for r in merged
+    )
     with pytest.raises(ConfigError, match="iterations"):
         engine.profile(feeds, iterations=0)
     with pytest.raises(InputError):

@@ -35,6 +35,16 @@ fn inputs_for(engine: &Engine) -> Vec<(Vec<usize>, Data)> {
         .collect()
 }
 
+/// Eager-attention exports of transformers 4 and 5 across architectures.
+const EAGER: [&str; 6] = [
+    "tf4-legacy-op14-bert-seqcls",
+    "tf4-legacy-op14-distilbert-seqcls",
+    "tf4-legacy-op14-roberta-seqcls",
+    "tf5-legacy-op17-bert-seqcls",
+    "tf5-legacy-op17-electra-tokcls",
+    "tf5-legacy-op17-xlm-roberta-qa",
+];
+
 #[test]
 fn fused_attention_equals_unfused_on_exporter_graphs() {
     let (mut fused_models, mut qkv_models, mut residual_models) = (vec![], vec![], vec![]);
@@ -83,28 +93,13 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
     eprintln!("fused: {fused_models:?}");
     eprintln!("q/k/v projections merged: {qkv_models:?}");
     // transformers 4 (eager attention), transformers 5 (SDPA with its NaN guard), torch dynamo.
-    for model in [
-        "tf4-legacy-op14-bert-seqcls",
-        "tf4-legacy-op14-distilbert-seqcls",
-        "tf4-legacy-op14-roberta-seqcls",
-        "tf5-legacy-op17-bert-seqcls",
-        "tf5-legacy-op17-electra-tokcls",
-        "tf5-legacy-op17-xlm-roberta-qa",
-        "tf5-dynamo-op20-bert-seqcls",
-        "tf5-dynamo-op20-distilbert-qa",
-    ] {
+    let dynamo = ["tf5-dynamo-op20-bert-seqcls", "tf5-dynamo-op20-distilbert-qa"];
+    for model in EAGER.iter().chain(&dynamo) {
         assert!(fused_models.iter().any(|m| m == model), "{model} was not fused: {fused_models:?}");
     }
     // Eager-attention exports (q and k scaled on the way or not) compute q/k/v as one linear, and
     // residual adds after our linears are done as they write.
-    for model in [
-        "tf4-legacy-op14-bert-seqcls",
-        "tf4-legacy-op14-distilbert-seqcls",
-        "tf4-legacy-op14-roberta-seqcls",
-        "tf5-legacy-op17-bert-seqcls",
-        "tf5-legacy-op17-electra-tokcls",
-        "tf5-legacy-op17-xlm-roberta-qa",
-    ] {
+    for model in EAGER {
         assert!(qkv_models.iter().any(|m| m == model), "{model}: q/k/v not merged: {qkv_models:?}");
         assert!(residual_models.iter().any(|m| m == model), "{model}: no residual folded: {residual_models:?}");
     }

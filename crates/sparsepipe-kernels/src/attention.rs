@@ -325,35 +325,14 @@ unsafe fn job<S: Simd>(
     // SAFETY: for the whole block, offsets plus in-range coordinates times strides stay below the
     // extents `attention` checked; scratch slices are sized for the loops below.
     unsafe {
+        let (q, mask, out) = (q.wrapping_add(qo), mask.map(|m| m.wrapping_add(mo)), out.0.add(oo));
         let mut i = i0;
         while i + ROWS <= i1 {
-            rows::<S, ROWS>(
-                l,
-                i,
-                q.wrapping_add(qo),
-                kt,
-                vp,
-                s,
-                mask.map(|m| m.wrapping_add(mo)),
-                out.0.add(oo),
-                skp,
-                dvp,
-            );
+            rows::<S, ROWS>(l, i, q, kt, vp, s, mask, out, skp, dvp);
             i += ROWS;
         }
         while i < i1 {
-            rows::<S, 1>(
-                l,
-                i,
-                q.wrapping_add(qo),
-                kt,
-                vp,
-                s,
-                mask.map(|m| m.wrapping_add(mo)),
-                out.0.add(oo),
-                skp,
-                dvp,
-            );
+            rows::<S, 1>(l, i, q, kt, vp, s, mask, out, skp, dvp);
             i += 1;
         }
     }
