@@ -42,6 +42,7 @@ REPORT_KEYS = {
     "isa",
     "fused",
     "plan_node",
+    "plan_output_channels",
 }
 ISAS = ("portable", "avx2", "avx512")
 
@@ -442,7 +443,13 @@ def test_sparsity_report_entries(model_zoo: Any) -> None:
                 # either possibly adding a residual connection.
                 merged = {x["node"] + ".qkv" for x in report}
                 plans = {r["node"], *merged}
-                assert r["plan_node"] in plans | {p + ".residual" for p in plans}, where
+                # Or two linears run back to back, named after the first.
+                plans |= {p + ".residual" for p in plans}
+                plans |= {x["node"] + ".chain" for x in report}
+                assert r["plan_node"] in plans, where
+                assert isinstance(r["plan_output_channels"], int), where
+                if r["plan_node"] == r["node"]:
+                    assert r["plan_output_channels"] == r["n"], where
 
 
 def test_available_isas() -> None:

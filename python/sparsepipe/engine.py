@@ -234,7 +234,9 @@ class Engine:
         (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it), the
         fused bias/activation nodes and plan_node, the plan node that computes it (``node``
         itself, or the one linear that computes an attention's query, key and value; with a
-        ``.residual`` suffix when that node also adds a residual connection)."""
+        ``.residual`` suffix when that node also adds a residual connection; ``<first>.chain``
+        when two linears run back to back as one node) and plan_output_channels, the channels
+        of that node's output."""
         return self._engine.sparsity_report()
 
     @property
@@ -246,14 +248,17 @@ class Engine:
         """The subgraphs that run as one fused op, by kind: ``"attention"`` (``q·kᵀ``, scale,
         mask, softmax, ``·v``; named by the softmax node), ``"qkv_projection"`` (an attention's
         query, key and value linears computed as one; named by the softmax node),
-        ``"layer_norm"`` (named by the normalization node) and ``"residual_add"`` (an ``Add`` of
+        ``"layer_norm"`` (named by the normalization node), ``"residual_add"`` (an ``Add`` of
         a linear's output and a tensor of its shape done as the linear writes it; named by the
-        linear); empty lists when ``fuse=False``."""
+        linear) and ``"linear_chain"`` (a linear whose output only feeds another, e.g. a
+        feed-forward block's up- and down-projections, run as one op with each tile of rows
+        kept in cache between the two; named by the first); empty lists when ``fuse=False``."""
         out: dict[str, list[str]] = {
             "attention": [],
             "qkv_projection": [],
             "layer_norm": [],
             "residual_add": [],
+            "linear_chain": [],
         }
         for kind, node in self._engine.fused_ops():
             out.setdefault(kind, []).append(node)

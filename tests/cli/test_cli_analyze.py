@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def test_profile_times_every_plan_node(bert):
     nodes = engine.profile(feeds, iterations=3)
     assert nodes and all(n["seconds"] >= 0 for n in nodes)
     assert {"name", "op", "seconds", "output_elements"} <= set(nodes[0])
-    sparse = [n for n in nodes if n["op"] == "SparsepipeLinear"]
+    sparse = [n for n in nodes if n["op"] in ("SparsepipeLinear", "SparsepipeChainedLinear")]
     report = engine.sparsity_report()
     # One plan node per sparse weight, except each attention's q/k/v: one for the three (named
     # after them, with `.residual` when the node also adds a residual connection).
@@ -34,9 +35,12 @@ def test_profile_times_every_plan_node(bert):
     merged = [r for r in report if r["plan_node"] != r["node"]]
     qkv = [r for r in merged if r["plan_node"].endswith(".qkv")]
     assert len(qkv) == 3 * len(engine.fused_ops()["qkv_projection"]) > 0
-    assert all(r["plan_node"].endswith((".qkv", ".residual")) for r in merged)
+    assert all(r["plan_node"].endswith((".qkv", ".residual", ".chain")) for r in merged)
+    chains = [r for r in merged if r["plan_node"].endswith(".chain")]
+    assert len(chains) == 2 * len(engine.fused_ops()["linear_chain"]) > 0
     assert all(
-        r["plan_node"].startswith(r["node"]) or r["plan_node"].endswith(".qkv") for r in merged
+        r["plan_node"].startswith(r["node"]) or r["plan_node"].endswith((".qkv", ".chain"))
+        for r in merged
     )
     with pytest.raises(ConfigError, match="iterations"):
         engine.profile(feeds, iterations=0)
@@ -56,6 +60,10 @@ def test_analyze_report(bert, tmp_path, capsys):
     # Every weight gets time, those computed together (q/k/v) their share of it.
     assert all(layer["ms"] > 0 for layer in sparse)
     assert any(layer["plan_node"] != layer["node"] for layer in sparse)
+    # 16 rows through each encoder weight, however many weights one plan node computes.
+    for layer in (x for x in result["layers"] if "/encoder/" in x["node"]):
+        want = 2 * 16 * math.prod(layer["shape"]) / 1e9
+        assert layer["gflops_dense"] == pytest.approx(want), layer
     out = tmp_path / "analysis.json"
     assert (
         main(

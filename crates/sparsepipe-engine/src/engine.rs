@@ -66,7 +66,8 @@ pub struct NodeTime {
 /// A subgraph replaced by one fused op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FusedOp {
-    /// `"attention"` (`q·kᵀ`, scale, mask, softmax, `·v`) or `"layer_norm"`.
+    /// `"attention"` (`q·kᵀ`, scale, mask, softmax, `·v`), `"qkv_projection"`, `"layer_norm"`,
+    /// `"residual_add"` or `"linear_chain"`.
     pub kind: &'static str,
     /// The node that names it in the decluttered graph (the softmax, or the RMS norm).
     pub node: String,
@@ -135,8 +136,10 @@ impl Engine {
                 fused.push(FusedOp { kind: "attention", node });
             }
             for m in passes::qkv::run(&mut typed).map_err(load_err(&path))? {
+                let out_channels = report.iter().filter(|l| m.parts.contains(&l.node)).map(|l| l.n).sum();
                 for line in report.iter_mut().filter(|l| m.parts.contains(&l.node)) {
                     line.plan_node = m.linear.clone();
+                    line.plan_output_channels = out_channels;
                 }
                 fused.push(FusedOp { kind: "qkv_projection", node: m.attention });
             }
@@ -148,6 +151,14 @@ impl Engine {
                     line.plan_node = plan_node.clone();
                 }
                 fused.push(FusedOp { kind: "residual_add", node });
+            }
+            for c in passes::chain::run(&mut typed).map_err(load_err(&path))? {
+                let out_channels = report.iter().find(|l| l.plan_node == c.second).map(|l| l.plan_output_channels);
+                for line in report.iter_mut().filter(|l| l.plan_node == c.first || l.plan_node == c.second) {
+                    line.plan_node = c.node.clone();
+                    line.plan_output_channels = out_channels.unwrap_or(line.plan_output_channels);
+                }
+                fused.push(FusedOp { kind: "linear_chain", node: c.first });
             }
         }
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;

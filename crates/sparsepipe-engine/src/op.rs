@@ -149,3 +149,89 @@ impl TypedOp for WeightLinear {
 
     as_op!();
 }
+
+/// `second(first(x))` for two of our linears where `second` reads only `first`'s output,
+/// contracting its last axis, and `first` contracts the last axis of `x` (a transformer's
+/// feed-forward block: up-projection with GELU, then down-projection). Each tile of rows goes
+/// through both weights while its intermediate stays in cache. Inputs: `x`, then `second`'s
+/// residual when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedLinear {
+    pub(crate) first: WeightLinear,
+    pub(crate) second: WeightLinear,
+}
+
+impl ChainedLinear {
+    fn output_shape<D: DimLike>(&self, input: &[D]) -> TVec<D> {
+        self.second.output_shape(&self.first.output_shape(input))
+    }
+}
+
+impl Op for ChainedLinear {
+    fn name(&self) -> StaticName {
+        "SparsepipeChainedLinear".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let mut lines = self.first.info()?;
+        lines.extend(self.second.info()?);
+        Ok(lines)
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ChainedLinear {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let residual = self.second.residual;
+        ensure!(inputs.len() == 1 + residual as usize, "chained linear takes {} inputs", 1 + residual as usize);
+        let x = &inputs[0];
+        let shape = x.shape();
+        ensure!(shape.len() == self.first.k_start + 1, "input rank {} is not {}", shape.len(), self.first.k_start + 1);
+        let rows: usize = shape[..self.first.k_start].iter().product();
+        let k = shape[self.first.k_start];
+        ensure!(
+            k == self.first.packed.k(),
+            "contracted size {} differs from the weight's {}",
+            k,
+            self.first.packed.k()
+        );
+        let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        let oshape = self.output_shape(shape);
+        let residual = match inputs.get(1) {
+            Some(r) => {
+                ensure!(r.shape() == &*oshape, "residual shape {:?} differs from the output's {:?}", r.shape(), oshape);
+                Some(r.try_as_plain_ram()?)
+            }
+            None => None,
+        };
+        let add = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
+        // SAFETY: `PackedLinear::run_chain` writes every element of the output before anything reads it.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&oshape)? };
+        {
+            let mut view = y.try_as_plain_ram_mut()?;
+            let ys = view.as_slice_mut::<f32>()?;
+            let (first, second, isa) = (&self.first.packed, &self.second.packed, self.first.isa);
+            on_plan_pool(|| first.run_chain(second, isa, xs, rows, add, ys)).map_err(|e| format_err!("{e}"))?;
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for ChainedLinear {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
+        ensure!(shape.len() == self.first.k_start + 1);
+        Ok(tvec!(f32::fact(self.output_shape(&shape))))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let mid = self.first.output_facts(&inputs[..1])?.remove(0);
+        let (a, b) = (self.first.cost(&inputs[..1])?, self.second.cost(&[&mid])?);
+        Ok(tvec!((Cost::FMA(f32::datum_type()), a[0].1.clone() + b[0].1.clone())))
+    }
+
+    as_op!();
+}

@@ -23,6 +23,9 @@ pub struct LayerReport {
     pub fused: Vec<String>,
     /// The plan node that computes it: `node`, the linear that computes an attention's query,
     /// key and value projections together, or either with `.residual` when it also adds a
-    /// residual connection.
+    /// residual connection, or `<first linear>.chain` when it runs right after another linear
+    /// (or before one) in one op.
     pub plan_node: String,
+    /// Output channels of the plan node's output (its rows are its output elements over this).
+    pub plan_output_channels: usize,
 }

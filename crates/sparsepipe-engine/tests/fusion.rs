@@ -47,7 +47,7 @@ const EAGER: [&str; 6] = [
 
 #[test]
 fn fused_attention_equals_unfused_on_exporter_graphs() {
-    let (mut fused_models, mut qkv_models, mut residual_models) = (vec![], vec![], vec![]);
+    let (mut fused_models, mut qkv_models, mut residual_models, mut chain_models) = (vec![], vec![], vec![], vec![]);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(corpus()).unwrap().map(|e| e.unwrap().path()).collect();
     dirs.sort();
     for dir in dirs.iter().filter(|d| d.join("model.onnx").is_file()) {
@@ -86,6 +86,9 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         if variants[1..].iter().all(|e| e.fused_ops().iter().any(|f| f.kind == "residual_add")) {
             residual_models.push(name.clone());
         }
+        if variants[1..].iter().all(|e| e.fused_ops().iter().any(|f| f.kind == "linear_chain")) {
+            chain_models.push(name.clone());
+        }
         if variants[1..].iter().all(|e| e.fused_ops().iter().any(|f| f.kind == "qkv_projection")) {
             qkv_models.push(name);
         }
@@ -98,9 +101,11 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         assert!(fused_models.iter().any(|m| m == model), "{model} was not fused: {fused_models:?}");
     }
     // Eager-attention exports (q and k scaled on the way or not) compute q/k/v as one linear, and
-    // residual adds after our linears are done as they write.
+    // residual adds after our linears are done as they write, and each feed-forward block's two
+    // linears run as one op.
     for model in EAGER {
         assert!(qkv_models.iter().any(|m| m == model), "{model}: q/k/v not merged: {qkv_models:?}");
         assert!(residual_models.iter().any(|m| m == model), "{model}: no residual folded: {residual_models:?}");
+        assert!(chain_models.iter().any(|m| m == model), "{model}: no feed-forward chained: {chain_models:?}");
     }
 }

@@ -121,11 +121,7 @@ pub(crate) fn run<K: TileKernel>(
         // Row-major: the M = `outer` rows are the columns of the tiles.
         let cols = outer;
         if threads > 1 && macs >= PAR_MIN_MACS {
-            // Tiles narrow enough that every thread gets one, but at least two vectors wide: one-vector
-            // tiles load as many bytes of weights per multiply-add as they compute, and two threads
-            // streaming the same weights were measured slower than one thread on 32 rows.
-            let w = cols.div_ceil(threads).div_ceil(LANES).clamp(2, COL_TILE / LANES) * LANES;
-            let specs = row_tiles(cols, w);
+            let specs = row_tiles(cols, row_tile_width(cols, threads));
             if specs.len() >= threads {
                 tiles_in_parallel(kern, isa, x, &specs, add, y, true);
             } else {
@@ -236,22 +232,8 @@ fn tiles_in_parallel<K: TileKernel>(
     let body = |(s, dst): (&TileSpec, &mut [f32])| {
         with_scratch(k * s.w + CH_CHUNK.min(n) * s.w, |buf| {
             let (xt, yt) = buf.split_at_mut(k * s.w);
-            transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
-            zero_padding(xt, s.cnt, s.w);
-            if let Some(add) = add {
-                prefetch_block(add, n, s.c0..s.c0 + s.cnt, 0..CH_CHUNK.min(n));
-            }
-            compute_chunks(kern, isa, xt, s.w, (0, n), yt, |a, b, chunk| {
-                transpose(isa, chunk, b - a, s.cnt, s.w, &mut dst[a..], n);
-                if let Some(add) = add {
-                    // The next chunk's addends come in while it is computed.
-                    prefetch_block(add, n, s.c0..s.c0 + s.cnt, b..(b + CH_CHUNK).min(n));
-                    for m in 0..s.cnt {
-                        let row = (s.c0 + m) * n;
-                        add_into(&mut dst[m * n + a..m * n + b], &add[row + a..row + b]);
-                    }
-                }
-            });
+            pack_rows(isa, x, k, s, xt);
+            rows_out(kern, isa, xt, s, add, dst, yt);
         })
     };
     if parallel {
@@ -259,6 +241,106 @@ fn tiles_in_parallel<K: TileKernel>(
     } else {
         row_pieces(specs, y, n).into_iter().for_each(body);
     }
+}
+
+/// Lays rows `s.c0..s.c0 + s.cnt` of the row-major `x` (`[_, k]`) out as the packed tile `xt`
+/// (`[k][s.w]`, padding columns zeroed).
+fn pack_rows(isa: Isa, x: &[f32], k: usize, s: &TileSpec, xt: &mut [f32]) {
+    transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
+    zero_padding(xt, s.cnt, s.w);
+}
+
+/// Computes every channel of `kern` on the packed tile `xt` a chunk at a time (in `yt`, room for
+/// one chunk) and writes each chunk into the tile's rows `dst` of the row-major output, adding
+/// the rows' addends while the chunk is in cache.
+fn rows_out<K: TileKernel>(
+    kern: &K,
+    isa: Isa,
+    xt: &[f32],
+    s: &TileSpec,
+    add: Option<&[f32]>,
+    dst: &mut [f32],
+    yt: &mut [f32],
+) {
+    let n = kern.n();
+    if let Some(add) = add {
+        prefetch_block(add, n, s.c0..s.c0 + s.cnt, 0..CH_CHUNK.min(n));
+    }
+    compute_chunks(kern, isa, xt, s.w, (0, n), yt, |a, b, chunk| {
+        transpose(isa, chunk, b - a, s.cnt, s.w, &mut dst[a..], n);
+        if let Some(add) = add {
+            // The next chunk's addends come in while it is computed.
+            prefetch_block(add, n, s.c0..s.c0 + s.cnt, b..(b + CH_CHUNK).min(n));
+            for m in 0..s.cnt {
+                let row = (s.c0 + m) * n;
+                add_into(&mut dst[m * n + a..m * n + b], &add[row + a..row + b]);
+            }
+        }
+    });
+}
+
+/// Row-major `y = second(first(x)) (+ add)` for `x: [rows, K1]`, `y: [rows, N2]` (slice lengths
+/// and `first.n() == second.k()` checked by the caller). Each tile of rows goes through both
+/// weights with the intermediate kept in the packed layout (`[N1][w]`, in the core's caches)
+/// between them, so it is never transposed, written out or read back. With fewer tiles than
+/// threads (short inputs) the two run one after the other, each split over output channels.
+pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
+    first: &A,
+    second: &B,
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    add: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (k1, n1, n2) = (first.k(), first.n(), second.n());
+    if rows == 0 || n2 == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let macs = (first.macs_per_col() + second.macs_per_col()).saturating_mul(rows);
+    let parallel = threads > 1 && macs >= PAR_MIN_MACS;
+    let specs = if parallel { row_tiles(rows, row_tile_width(rows, threads)) } else { row_tiles(rows, COL_TILE) };
+    if parallel && specs.len() < threads {
+        MID.with(|cell| {
+            let mut mid = cell.take();
+            mid.resize(rows * n1, 0.0);
+            run(first, isa, x, rows, 1, None, &mut mid);
+            run(second, isa, &mid, rows, 1, add, y);
+            cell.set(mid);
+        });
+        return;
+    }
+    let body = |(s, dst): (&TileSpec, &mut [f32])| {
+        with_scratch((k1 + n1 + CH_CHUNK.min(n2)) * s.w, |buf| {
+            let (xt, rest) = buf.split_at_mut(k1 * s.w);
+            let (mid, yt) = rest.split_at_mut(n1 * s.w);
+            pack_rows(isa, x, k1, s, xt);
+            let mut a = 0;
+            while a < n1 {
+                let b = (a + CH_CHUNK).min(n1);
+                let t = Tile { xt: xt.as_ptr(), yt: mid[a * s.w..].as_mut_ptr(), w: s.w, ch0: a, ch1: b };
+                // SAFETY: `xt` holds the tile's K1 rows of `w` floats and `mid` room for N1 rows.
+                unsafe { first.tile(isa, &t) };
+                a = b;
+            }
+            zero_padding(mid, s.cnt, s.w);
+            rows_out(second, isa, mid, s, add, dst, yt);
+        })
+    };
+    if parallel {
+        row_pieces(&specs, y, n2).into_par_iter().for_each(body);
+    } else {
+        row_pieces(&specs, y, n2).into_iter().for_each(body);
+    }
+}
+
+/// Rows per tile when `rows` are split over `threads`: narrow enough that every thread gets one,
+/// but at least two vectors wide (one-vector tiles load as many bytes of weights per multiply-add
+/// as they compute, and two threads streaming the same weights were measured slower than one
+/// thread on 32 rows).
+fn row_tile_width(rows: usize, threads: usize) -> usize {
+    rows.div_ceil(threads).div_ceil(LANES).clamp(2, COL_TILE / LANES) * LANES
 }
 
 /// Row-major calls with fewer tiles than threads (short inputs): each thread packs the (small)
@@ -387,6 +469,8 @@ fn zero_padding(tile: &mut [f32], cnt: usize, w: usize) {
 
 thread_local! {
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// The intermediate of a chain run as two calls, kept between calls.
+    static MID: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Floats per 64-byte cache line: scratch buffers start on a line so no vector load splits one.

@@ -228,6 +228,54 @@ impl PackedLinear {
     }
 }
 
+impl PackedLinear {
+    /// Computes `y = then(self(x)) (+ add)` for row-major `x: [rows, K]` and `y`, `add:
+    /// [rows, then.N]` (e.g. a transformer's feed-forward block: up-projection with GELU, then
+    /// down-projection plus the residual), in parallel on the current rayon pool. Each tile of
+    /// rows goes through both weights while its intermediate stays in cache; the sums are those
+    /// of `run` followed by `run_add`.
+    pub fn run_chain(
+        &self,
+        then: &PackedLinear,
+        isa: Isa,
+        x: &[f32],
+        rows: usize,
+        add: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> Result<(), KernelError> {
+        if !isa.is_supported() {
+            return Err(KernelError::Unsupported(isa));
+        }
+        let (k, n) = (self.k(), then.n());
+        if then.k() != self.n() {
+            return Err(KernelError::Shape(format!(
+                "the second weight takes {} input channels but the first gives {}",
+                then.k(),
+                self.n()
+            )));
+        }
+        if rows.checked_mul(k) != Some(x.len()) {
+            return Err(KernelError::Shape(format!("input has {} values, expected {rows}x{k}", x.len())));
+        }
+        if rows.checked_mul(n) != Some(y.len()) {
+            return Err(KernelError::Shape(format!("output has {} values, expected {rows}x{n}", y.len())));
+        }
+        if let Some(a) = add {
+            if a.len() != y.len() {
+                return Err(KernelError::Shape(format!("addend has {} values, expected {rows}x{n}", a.len())));
+            }
+        }
+        use PackedLinear::{Dense as D, Sparse as S};
+        match (self, then) {
+            (S(a), S(b)) => exec::run_chain(a, b, isa, x, rows, add, y),
+            (S(a), D(b)) => exec::run_chain(a, b, isa, x, rows, add, y),
+            (D(a), S(b)) => exec::run_chain(a, b, isa, x, rows, add, y),
+            (D(a), D(b)) => exec::run_chain(a, b, isa, x, rows, add, y),
+        }
+        Ok(())
+    }
+}
+
 /// Reference `y = epi(x·W)` for a row-major `[K, N]` weight, straight loops; used by tests.
 pub fn reference_linear(
     w: &[f32],

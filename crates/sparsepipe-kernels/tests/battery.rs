@@ -214,7 +214,7 @@ fn an_addend_is_added_after_the_epilogue_on_every_path() {
                 };
                 let (plain, summed) = (run(None), run(Some(&add)));
                 for (i, ((s, p), a)) in summed.iter().zip(&plain).zip(&add).enumerate() {
-                    assert_eq!(s.to_bits(), (p + a).to_bits(), "{} {outer}x{inner} {threads}T: y[{i}]", p_kind(sparse));
+                    assert_eq!(s.to_bits(), (p + a).to_bits(), "{sparse} {outer}x{inner} {threads}T: y[{i}]");
                 }
             }
         }
@@ -224,12 +224,71 @@ fn an_addend_is_added_after_the_epilogue_on_every_path() {
     }
 }
 
-fn p_kind(sparse: bool) -> &'static str {
-    if sparse {
-        "sparse"
-    } else {
-        "dense"
+#[test]
+fn a_chain_equals_its_two_calls() {
+    // Every kind pairing and ISA; serial, tile-parallel and channel-parallel (few rows) splits;
+    // an intermediate over several chunks and sparse blocks, and row counts off the tile width.
+    // On one thread both split the rows alike and agree bit for bit; on two the chain may split
+    // them where the separate calls would not (its work is their sum), which only reorders sums.
+    let pools = [1, 2].map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap());
+    let (k, mid, n) = (96, 600, 72);
+    let w1 = weights(k, mid, 0.8, 31);
+    let w2 = weights(mid, n, 0.9, 32);
+    let (e1, e2) = (epilogue(3, mid, 5), epilogue(1, n, 6));
+    let firsts = [
+        PackedLinear::sparse(k, mid, |r, c| w1[r * mid + c], e1.clone()),
+        PackedLinear::dense(k, mid, |r, c| w1[r * mid + c], e1.clone()),
+    ];
+    let seconds = [
+        PackedLinear::sparse(mid, n, |r, c| w2[r * n + c], e2.clone()),
+        PackedLinear::dense(mid, n, |r, c| w2[r * n + c], e2.clone()),
+    ];
+    for isa in Isa::available() {
+        for a in &firsts {
+            for b in &seconds {
+                for rows in [1, 3, 17, 40, 129, 300] {
+                    let x = inputs(rows * k, rows as u64);
+                    let add = inputs(rows * n, 9);
+                    for threads in [1, 2] {
+                        for addend in [None, Some(&add[..])] {
+                            let on_pool = |f: &mut (dyn FnMut() + Send)| pools[threads - 1].install(f);
+                            let mut m = vec![f32::NAN; rows * mid];
+                            let mut want = vec![f32::NAN; rows * n];
+                            on_pool(&mut || {
+                                a.run(isa, &x, rows, 1, &mut m).unwrap();
+                                b.run_add(isa, &m, rows, 1, addend, &mut want).unwrap();
+                            });
+                            let mut got = vec![f32::NAN; rows * n];
+                            on_pool(&mut || a.run_chain(b, isa, &x, rows, addend, &mut got).unwrap());
+                            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                                let ok = if threads == 1 {
+                                    g.to_bits() == w.to_bits()
+                                } else {
+                                    (g - w).abs() <= 1e-5 * w.abs().max(1.0)
+                                };
+                                assert!(
+                                    ok,
+                                    "{}->{} {isa} rows={rows} {threads}T add={}: y[{i}] = {g}, want {w}",
+                                    a.kind(),
+                                    b.kind(),
+                                    addend.is_some()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
+    let mut y = vec![0f32; n];
+    let err = seconds[0].run_chain(&firsts[0], Isa::Portable, &inputs(mid, 1), 1, None, &mut y).unwrap_err();
+    assert!(err.to_string().contains("input channels"), "{err}");
+    let err = firsts[0].run_chain(&seconds[0], Isa::Portable, &inputs(k, 1), 2, None, &mut y).unwrap_err();
+    assert!(err.to_string().contains("input has"), "{err}");
+    let mut y2 = vec![0f32; 2 * n];
+    let err =
+        firsts[0].run_chain(&seconds[0], Isa::Portable, &inputs(2 * k, 1), 2, Some(&[0.0; 3]), &mut y2).unwrap_err();
+    assert!(err.to_string().contains("addend"), "{err}");
 }
 
 #[test]

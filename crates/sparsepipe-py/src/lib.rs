@@ -256,6 +256,7 @@ impl PyEngine {
             d.set_item("isa", &l.isa)?;
             d.set_item("fused", &l.fused)?;
             d.set_item("plan_node", &l.plan_node)?;
+            d.set_item("plan_output_channels", l.plan_output_channels)?;
             list.append(d)?;
         }
         Ok(list)

@@ -59,13 +59,12 @@ def analyze(
     dense_macs = effective_macs = 0.0
     matched: set[int] = set()
     report = engine.sparsity_report()
-    # Weights computed by one plan node (an attention's q/k/v projections) share its time in
-    # proportion to their multiply-adds, and its output in proportion to their channels.
+    # Weights computed by one plan node (an attention's q/k/v projections, two chained linears)
+    # share its time in proportion to their multiply-adds; its output has one row per row of
+    # each weight's input.
     plan_work: dict[str, float] = {}
-    plan_channels: dict[str, int] = {}
     for entry in report:
         plan_work[entry["plan_node"]] = plan_work.get(entry["plan_node"], 0.0) + _work(entry)
-        plan_channels[entry["plan_node"]] = plan_channels.get(entry["plan_node"], 0) + entry["n"]
     for entry in report:
         plan = entry["plan_node"]
         own = [i for i, n in enumerate(nodes) if _matches(plan, n["name"])]
@@ -73,8 +72,8 @@ def analyze(
         share = _work(entry) / plan_work[plan] if plan_work[plan] else 1.0
         seconds = share * sum(nodes[i]["seconds"] for i in own)
         out_elems = max((nodes[i]["output_elements"] for i in own), default=0)
-        out_elems = out_elems * entry["n"] / max(1, plan_channels[plan])
-        macs = float(out_elems) * entry["k"]
+        rows = out_elems / max(1, entry["plan_output_channels"])
+        macs = rows * entry["n"] * entry["k"]
         eff = macs * (1.0 - entry["sparsity"]) if entry["kernel"] == "sparse" else macs
         dense_macs += macs
         effective_macs += eff

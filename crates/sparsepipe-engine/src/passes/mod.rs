@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod broadcast_add;
+pub mod chain;
 pub mod epilogue;
 pub(crate) mod guarded;
 pub mod layer_norm;

@@ -65,6 +65,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
             isa: cfg.isa.name().into(),
             fused: vec![],
             plan_node: node.name.clone(),
+            plan_output_channels: layout.n,
         };
         if !sparse && cfg.dense == DenseBackend::Tract {
             line.isa = "tract".into();
