@@ -6,6 +6,7 @@ thread counts."""
 
 from __future__ import annotations
 
+import collections
 import itertools
 from pathlib import Path
 
@@ -212,6 +213,19 @@ def test_fused_equals_unfused_and_onnxruntime(
     # The exact GELU folds into the up-projection; a tanh GELU stays between the two linears.
     erf_gelu = LAYOUTS[layout].get("gelu", "erf") == "erf"
     assert len(ops["linear_chain"]) == (2 if sparsity and erf_gelu else 0), ops
+    # What did not fuse says why: dense weights run on tract's matmul (and the option that
+    # moves them to ours), a tanh GELU is not folded into the up-projection.
+    assert plain.fusion_misses() == []
+    misses = fused[1].fusion_misses()
+    kinds = collections.Counter(m["kind"] for m in misses)
+    if not sparsity:
+        assert kinds == {"qkv_projection": 2, "residual_add": 4, "linear_chain": 2}, misses
+        assert all("dense_backend='sparsepipe'" in m["reason"] for m in misses), misses
+    elif not erf_gelu:
+        assert kinds == {"linear_chain": 2}, misses
+        assert all("Tanh" in m["reason"] and "epilogue" in m["reason"] for m in misses), misses
+    else:
+        assert misses == [], misses
     for batch, seq in itertools.product((1, 3), (1, 7, 128)):
         feeds = _feeds(model, batch, seq, 32, seed=batch * 1000 + seq)
         (want,) = ort_run(path, feeds)
@@ -252,6 +266,8 @@ def test_attention_probabilities_used_elsewhere_are_not_fused(tmp_path: Path, or
     onnx.save_model(model, str(path))
     engine = sparsepipe.Engine(path, num_threads=2)
     assert engine.fused_ops()["attention"] == []
+    (miss,) = [m for m in engine.fusion_misses() if m["kind"] == "attention"]
+    assert miss["node"] == softmax.name and "model output" in miss["reason"], miss
     feeds = _feeds(model, 2, 5, 32, seed=1)
     for got, want in zip(engine.run(feeds), ort_run(path, feeds)):
         _tol_check(got, want, "probabilities as an output")
@@ -297,16 +313,18 @@ def test_projections_are_not_merged_when_used_elsewhere_or_of_different_kinds(
     init = next(i for i in mixed.graph.initializer if i.name == q_weight)
     dense = np.random.default_rng(5).standard_normal(tuple(init.dims)).astype(np.float32) * 0.2
     init.CopyFrom(numpy_helper.from_array(dense, q_weight))
-    for name, m, options in (
-        ("used elsewhere", used, {}),
-        ("mixed kinds", mixed, {}),
-        ("mixed kinds, our dense kernel", mixed, {"dense_backend": "sparsepipe"}),
+    for name, m, options, why in (
+        ("used elsewhere", used, {}, "keeps its bias apart"),
+        ("mixed kinds", mixed, {}, "dense_backend='sparsepipe'"),
+        ("mixed, our dense kernel", mixed, {"dense_backend": "sparsepipe"}, "dense/sparse/sparse"),
     ):
         path = tmp_path / f"{name}.onnx"
         onnx.save_model(m, str(path))
         engine = sparsepipe.Engine(path, num_threads=2, **options)
         assert len(engine.fused_ops()["attention"]) == 1, name
         assert engine.fused_ops()["qkv_projection"] == [], name
+        (miss,) = [m for m in engine.fusion_misses() if m["kind"] == "qkv_projection"]
+        assert why in miss["reason"], (name, miss)
         feeds = _feeds(m, 2, 9, 32, seed=4)
         for got, want in zip(engine.run(feeds), ort_run(path, feeds)):
             _tol_check(got, want, name)

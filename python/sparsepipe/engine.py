@@ -264,6 +264,21 @@ class Engine:
             out.setdefault(kind, []).append(node)
         return out
 
+    def fusion_misses(self) -> list[dict[str, Optional[str]]]:
+        """Every subgraph that could have run as a fused op of ``fused_ops()``'s kinds but runs
+        operator by operator, as ``{"kind", "node", "reason", "related"}``: each softmax that
+        is not a recognised attention, each attention whose projections stay apart (named by
+        its softmax), each normalization that is not a layer norm, each ``Add`` of a weight
+        matmul's output and another activation that is not folded into it, and each weight
+        matmul fed by another (directly or through element-wise ops) that does not run chained
+        to it. The reason says what did not match and, when an option would fix it, which;
+        ``related`` names the node it is about when that is not ``node`` (e.g. a weight matmul
+        left to tract), else None. Empty when ``fuse=False``."""
+        return [
+            {"kind": kind, "node": node, "reason": reason, "related": related}
+            for kind, node, reason, related in self._engine.fusion_misses()
+        ]
+
     def __repr__(self) -> str:
         report = self.sparsity_report()
         sparse = sum(1 for r in report if r["kernel"] == "sparse")

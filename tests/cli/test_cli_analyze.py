@@ -82,7 +82,27 @@ def test_analyze_report(bert, tmp_path, capsys):
     )
     text = capsys.readouterr().out
     assert "weight matmul" in text and "G effective" in text
-    assert json.loads(out.read_text())["layers"]
+    saved = json.loads(out.read_text())
+    assert saved["layers"]
+    assert saved["fused_ops"]["attention"] == saved["fused_ops"]["qkv_projection"] > 0
+    assert f"fused ops: attention {saved['fused_ops']['attention']}," in text
+    # Each candidate left unfused is listed with its reason, grouped by kind and reason.
+    for miss in saved["fusion_misses"]:
+        assert set(miss) == {"kind", "node", "reason", "related"}
+        assert f"{miss['kind']} x" in text and miss["reason"] in text
+
+
+def test_analyze_names_the_option_that_would_fuse_more(model_zoo, capsys):
+    dense, _ = model_zoo.get("bert", 0.0)
+    args = ["analyze", str(dense), "--sequence-length", "8", "--iterations", "1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "not fused (" in text and "load with dense_backend='sparsepipe'" in text
+    result = analyze(str(dense), sequence_length=8, iterations=1, dense_backend="sparsepipe")
+    assert result["fused_ops"]["qkv_projection"] > 0
+    assert not any("dense_backend" in m["reason"] for m in result["fusion_misses"])
+    assert main([*args, "--dense-backend", "onnx"]) == 1
+    assert "dense_backend" in capsys.readouterr().err
 
 
 def test_analyze_lists_unsupported_operators(tmp_path, capsys):

@@ -73,6 +73,42 @@ pub struct FusedOp {
     pub node: String,
 }
 
+/// A candidate for one kind of fused op that runs on the per-operator path instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusionMiss {
+    /// The kind of fused op it could have been, as in [`FusedOp::kind`].
+    pub kind: &'static str,
+    /// The node the pass looked at: a softmax (`"attention"`, `"qkv_projection"`), a
+    /// normalization (`"layer_norm"`), an `Add` (`"residual_add"`) or the second of two
+    /// weight matmuls (`"linear_chain"`).
+    pub node: String,
+    /// What did not match, and how to make it match when the user can.
+    pub reason: String,
+    /// The node the reason is about, when not `node` itself (e.g. a weight matmul it needs).
+    pub related: Option<String>,
+}
+
+/// Says why each weight matmul a missed fusion needs runs on tract's matmul: the sparsity
+/// threshold and dense backend options, or a layout our kernels do not take.
+fn explain_tract_matmuls(misses: &mut [FusionMiss], report: &[LayerReport]) {
+    for m in misses.iter_mut().filter(|m| m.reason == passes::ON_TRACT_MATMUL) {
+        let chosen = report.iter().any(|l| Some(&l.node) == m.related.as_ref() && l.isa == "tract");
+        m.reason = if chosen {
+            format!(
+                "{}: its weight is below sparsity_threshold and dense_backend='tract' (load with \
+                 dense_backend='sparsepipe' to run it on ours)",
+                m.reason
+            )
+        } else {
+            format!(
+                "{}: our kernels do not take the layout of its operands (e.g. contracted axes that are not \
+                 adjacent, or a weight with a batch axis)",
+                m.reason
+            )
+        };
+    }
+}
+
 /// A loaded, optimized model; `run` may be called concurrently from several threads.
 #[derive(Debug)]
 pub struct Engine {
@@ -83,6 +119,7 @@ pub struct Engine {
     outputs: Vec<TensorInfo>,
     report: Vec<LayerReport>,
     fused: Vec<FusedOp>,
+    misses: Vec<FusionMiss>,
     index_bounds: Vec<IndexBound>,
     options: EngineOptions,
     isa: Isa,
@@ -131,11 +168,24 @@ impl Engine {
             weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
         let mut report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
         let mut fused = vec![];
+        let mut misses = vec![];
+        let mut missed = |kind: &'static str, found: Vec<passes::Miss>| {
+            misses.extend(found.into_iter().map(|m| FusionMiss {
+                kind,
+                node: m.node,
+                reason: m.reason,
+                related: m.related,
+            }))
+        };
         if options.fuse {
-            for node in passes::attention::run(&mut typed, isa).map_err(load_err(&path))? {
+            let (found, missing) = passes::attention::run(&mut typed, isa).map_err(load_err(&path))?;
+            missed("attention", missing);
+            for node in found {
                 fused.push(FusedOp { kind: "attention", node });
             }
-            for m in passes::qkv::run(&mut typed).map_err(load_err(&path))? {
+            let (found, missing) = passes::qkv::run(&mut typed).map_err(load_err(&path))?;
+            missed("qkv_projection", missing);
+            for m in found {
                 let out_channels = report.iter().filter(|l| m.parts.contains(&l.node)).map(|l| l.n).sum();
                 for line in report.iter_mut().filter(|l| m.parts.contains(&l.node)) {
                     line.plan_node = m.linear.clone();
@@ -143,16 +193,22 @@ impl Engine {
                 }
                 fused.push(FusedOp { kind: "qkv_projection", node: m.attention });
             }
-            for node in passes::layer_norm::run(&mut typed, isa).map_err(load_err(&path))? {
+            let (found, missing) = passes::layer_norm::run(&mut typed, isa).map_err(load_err(&path))?;
+            missed("layer_norm", missing);
+            for node in found {
                 fused.push(FusedOp { kind: "layer_norm", node });
             }
-            for (node, plan_node) in passes::residual::run(&mut typed).map_err(load_err(&path))? {
+            let (found, missing) = passes::residual::run(&mut typed).map_err(load_err(&path))?;
+            missed("residual_add", missing);
+            for (node, plan_node) in found {
                 for line in report.iter_mut().filter(|l| l.plan_node == node) {
                     line.plan_node = plan_node.clone();
                 }
                 fused.push(FusedOp { kind: "residual_add", node });
             }
-            for c in passes::chain::run(&mut typed).map_err(load_err(&path))? {
+            let (found, missing) = passes::chain::run(&mut typed).map_err(load_err(&path))?;
+            missed("linear_chain", missing);
+            for c in found {
                 let out_channels = report.iter().find(|l| l.plan_node == c.second).map(|l| l.plan_output_channels);
                 for line in report.iter_mut().filter(|l| l.plan_node == c.first || l.plan_node == c.second) {
                     line.plan_node = c.node.clone();
@@ -161,12 +217,13 @@ impl Engine {
                 fused.push(FusedOp { kind: "linear_chain", node: c.first });
             }
         }
+        explain_tract_matmuls(&mut misses, &report);
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =
             RunOptions { executor: Some(Executor::MultiThread(pool.pool().clone())), ..Default::default() };
         let plan = typed.into_runnable_with_options(&run_options).map_err(load_err(&path))?;
-        Ok(Engine { plan, pool, inputs, outputs, report, fused, index_bounds, options, isa, path })
+        Ok(Engine { plan, pool, inputs, outputs, report, fused, misses, index_bounds, options, isa, path })
     }
 
     /// The model's inputs, in order.
@@ -195,6 +252,12 @@ impl Engine {
     /// The subgraphs that run as one fused op, in the order they were found.
     pub fn fused_ops(&self) -> &[FusedOp] {
         &self.fused
+    }
+
+    /// Every candidate for a fused op that was left to the per-operator path, with why; empty
+    /// when fusion is off.
+    pub fn fusion_misses(&self) -> &[FusionMiss] {
+        &self.misses
     }
 
     /// Threads used by this engine.

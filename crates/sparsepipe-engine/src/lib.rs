@@ -17,7 +17,7 @@ pub mod report;
 pub mod threads;
 
 pub use array::{Array, ArrayRef, DType, Data, DataRef, Dim, TensorInfo};
-pub use engine::{Engine, EngineOptions, FusedOp, NodeTime};
+pub use engine::{Engine, EngineOptions, FusedOp, FusionMiss, NodeTime};
 pub use error::{Error, Result};
 pub use passes::weight_matmul::DenseBackend;
 pub use report::LayerReport;

@@ -97,6 +97,30 @@ impl Op for WeightLinear {
     op_as_typed_op!();
 }
 
+/// A fresh output of shape `oshape` filled by `fill(residual, output)`; `residual`, when given,
+/// must have the output's shape. `fill` must write every element of the output.
+fn write_output(
+    oshape: &[usize],
+    residual: Option<&TValue>,
+    fill: impl FnOnce(Option<&[f32]>, &mut [f32]) -> TractResult<()>,
+) -> TractResult<TVec<TValue>> {
+    let residual = match residual {
+        Some(r) => {
+            ensure!(r.shape() == oshape, "residual shape {:?} differs from the output's {:?}", r.shape(), oshape);
+            Some(r.try_as_plain_ram()?)
+        }
+        None => None,
+    };
+    let add = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
+    // SAFETY: every caller's `fill` writes each element of the output before anything reads it.
+    let mut y = unsafe { Tensor::uninitialized::<f32>(oshape)? };
+    {
+        let mut view = y.try_as_plain_ram_mut()?;
+        fill(add, view.as_slice_mut::<f32>()?)?;
+    }
+    Ok(tvec!(y.into_tvalue()))
+}
+
 impl EvalOp for WeightLinear {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == 1 + self.residual as usize, "linear takes {} inputs", 1 + self.residual as usize);
@@ -109,22 +133,7 @@ impl EvalOp for WeightLinear {
         ensure!(k == self.packed.k(), "contracted size {} differs from the weight's {}", k, self.packed.k());
         let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let oshape = self.output_shape(shape);
-        let residual = match inputs.get(1) {
-            Some(r) => {
-                ensure!(r.shape() == &*oshape, "residual shape {:?} differs from the output's {:?}", r.shape(), oshape);
-                Some(r.try_as_plain_ram()?)
-            }
-            None => None,
-        };
-        let add = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
-        // SAFETY: `PackedLinear::run_add` writes every element of the output before anything reads it.
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&oshape)? };
-        {
-            let mut view = y.try_as_plain_ram_mut()?;
-            let ys = view.as_slice_mut::<f32>()?;
-            on_plan_pool(|| self.compute(xs, outer, inner, add, ys))?;
-        }
-        Ok(tvec!(y.into_tvalue()))
+        write_output(&oshape, inputs.get(1), |add, ys| on_plan_pool(|| self.compute(xs, outer, inner, add, ys)))
     }
 
     op_out_of_plan!();
@@ -198,23 +207,10 @@ impl EvalOp for ChainedLinear {
         );
         let xs = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let oshape = self.output_shape(shape);
-        let residual = match inputs.get(1) {
-            Some(r) => {
-                ensure!(r.shape() == &*oshape, "residual shape {:?} differs from the output's {:?}", r.shape(), oshape);
-                Some(r.try_as_plain_ram()?)
-            }
-            None => None,
-        };
-        let add = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
-        // SAFETY: `PackedLinear::run_chain` writes every element of the output before anything reads it.
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&oshape)? };
-        {
-            let mut view = y.try_as_plain_ram_mut()?;
-            let ys = view.as_slice_mut::<f32>()?;
-            let (first, second, isa) = (&self.first.packed, &self.second.packed, self.first.isa);
-            on_plan_pool(|| first.run_chain(second, isa, xs, rows, add, ys)).map_err(|e| format_err!("{e}"))?;
-        }
-        Ok(tvec!(y.into_tvalue()))
+        let (first, second, isa) = (&self.first.packed, &self.second.packed, self.first.isa);
+        write_output(&oshape, inputs.get(1), |add, ys| {
+            on_plan_pool(|| first.run_chain(second, isa, xs, rows, add, ys)).map_err(|e| format_err!("{e}"))
+        })
     }
 
     op_out_of_plan!();

@@ -109,3 +109,39 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         assert!(chain_models.iter().any(|m| m == model), "{model}: no feed-forward chained: {chain_models:?}");
     }
 }
+
+#[test]
+fn every_unfused_candidate_says_why() {
+    let dir = corpus().join("tf4-legacy-op14-bert-seqcls");
+    let load = |options: EngineOptions| Engine::load(&dir, EngineOptions { num_threads: Some(1), ..options }).unwrap();
+    assert!(load(EngineOptions { fuse: false, ..Default::default() }).fusion_misses().is_empty());
+    // Dense weights on tract's matmul: the attention fuses but its projections, the residual
+    // adds and the feed-forward blocks cannot, and each says which option would let them.
+    let on_tract = load(EngineOptions::default());
+    let misses = on_tract.fusion_misses();
+    for kind in ["qkv_projection", "residual_add", "linear_chain"] {
+        let of_kind: Vec<_> = misses.iter().filter(|m| m.kind == kind).collect();
+        assert!(!of_kind.is_empty(), "no {kind} miss: {misses:#?}");
+        for m in of_kind {
+            assert!(m.reason.contains("dense_backend='sparsepipe'"), "{m:?}");
+        }
+    }
+    // Every attention and layer norm fused, so none is a miss.
+    assert!(misses.iter().all(|m| m.kind != "attention" && m.kind != "layer_norm"), "{misses:#?}");
+    // On our kernels those fuse too; what is left (the classifier head: a tanh between the
+    // pooler and the classifier) says why.
+    let ours = load(EngineOptions { dense_backend: DenseBackend::Sparsepipe, ..Default::default() });
+    for m in ours.fusion_misses() {
+        assert!(m.kind == "linear_chain" && m.reason.contains("epilogue"), "{m:?}");
+        assert!(!m.reason.contains("dense_backend"), "{m:?}");
+    }
+    // Across the corpus, every miss names a node and a reason.
+    for dir in std::fs::read_dir(corpus()).unwrap().map(|e| e.unwrap().path()) {
+        if dir.join("model.onnx").is_file() {
+            let engine = Engine::load(&dir, EngineOptions { num_threads: Some(1), ..Default::default() }).unwrap();
+            for m in engine.fusion_misses() {
+                assert!(!m.node.is_empty() && m.reason.len() > 10, "{}: {m:?}", dir.display());
+            }
+        }
+    }
+}

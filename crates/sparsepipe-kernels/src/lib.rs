@@ -203,23 +203,7 @@ impl PackedLinear {
         add: Option<&[f32]>,
         y: &mut [f32],
     ) -> Result<(), KernelError> {
-        if !isa.is_supported() {
-            return Err(KernelError::Unsupported(isa));
-        }
-        let (k, n) = (self.k(), self.n());
-        let want_x = outer.checked_mul(k).and_then(|v| v.checked_mul(inner));
-        let want_y = outer.checked_mul(n).and_then(|v| v.checked_mul(inner));
-        if want_x != Some(x.len()) {
-            return Err(KernelError::Shape(format!("input has {} values, expected {outer}x{k}x{inner}", x.len())));
-        }
-        if want_y != Some(y.len()) {
-            return Err(KernelError::Shape(format!("output has {} values, expected {outer}x{n}x{inner}", y.len())));
-        }
-        if let Some(a) = add {
-            if a.len() != y.len() {
-                return Err(KernelError::Shape(format!("addend has {} values, expected {outer}x{n}x{inner}", a.len())));
-            }
-        }
+        check_io(isa, x, [outer, self.k(), inner], add, y, [outer, self.n(), inner])?;
         match self {
             PackedLinear::Sparse(m) => m.run(isa, x, outer, inner, add, y),
             PackedLinear::Dense(m) => m.run(isa, x, outer, inner, add, y),
@@ -243,10 +227,6 @@ impl PackedLinear {
         add: Option<&[f32]>,
         y: &mut [f32],
     ) -> Result<(), KernelError> {
-        if !isa.is_supported() {
-            return Err(KernelError::Unsupported(isa));
-        }
-        let (k, n) = (self.k(), then.n());
         if then.k() != self.n() {
             return Err(KernelError::Shape(format!(
                 "the second weight takes {} input channels but the first gives {}",
@@ -254,17 +234,7 @@ impl PackedLinear {
                 self.n()
             )));
         }
-        if rows.checked_mul(k) != Some(x.len()) {
-            return Err(KernelError::Shape(format!("input has {} values, expected {rows}x{k}", x.len())));
-        }
-        if rows.checked_mul(n) != Some(y.len()) {
-            return Err(KernelError::Shape(format!("output has {} values, expected {rows}x{n}", y.len())));
-        }
-        if let Some(a) = add {
-            if a.len() != y.len() {
-                return Err(KernelError::Shape(format!("addend has {} values, expected {rows}x{n}", a.len())));
-            }
-        }
+        check_io(isa, x, [rows, self.k(), 1], add, y, [rows, then.n(), 1])?;
         use PackedLinear::{Dense as D, Sparse as S};
         match (self, then) {
             (S(a), S(b)) => exec::run_chain(a, b, isa, x, rows, add, y),
@@ -274,6 +244,30 @@ impl PackedLinear {
         }
         Ok(())
     }
+}
+
+/// Checks that `isa` runs here and that `x`, `y` and `add` (laid out like `y`) hold exactly the
+/// products of the `[outer, channels, inner]` dims given for them.
+fn check_io(
+    isa: Isa,
+    x: &[f32],
+    x_dims: [usize; 3],
+    add: Option<&[f32]>,
+    y: &[f32],
+    y_dims: [usize; 3],
+) -> Result<(), KernelError> {
+    if !isa.is_supported() {
+        return Err(KernelError::Unsupported(isa));
+    }
+    let check = |what: &str, len: usize, [o, c, i]: [usize; 3]| {
+        if o.checked_mul(c).and_then(|v| v.checked_mul(i)) == Some(len) {
+            return Ok(());
+        }
+        Err(KernelError::Shape(format!("{what} has {len} values, expected {o}x{c}x{i}")))
+    };
+    check("input", x.len(), x_dims)?;
+    check("output", y.len(), y_dims)?;
+    add.map_or(Ok(()), |a| check("addend", a.len(), y_dims))
 }
 
 /// Reference `y = epi(x·W)` for a row-major `[K, N]` weight, straight loops; used by tests.

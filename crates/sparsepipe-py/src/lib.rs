@@ -241,6 +241,15 @@ impl PyEngine {
         self.inner.fused_ops().iter().map(|f| (f.kind, f.node.clone())).collect()
     }
 
+    /// Candidates for a fused op left to the per-operator path: (kind, node, reason, related node).
+    fn fusion_misses(&self) -> Vec<(&'static str, String, String, Option<String>)> {
+        self.inner
+            .fusion_misses()
+            .iter()
+            .map(|m| (m.kind, m.node.clone(), m.reason.clone(), m.related.clone()))
+            .collect()
+    }
+
     /// One dict per constant-weight matmul.
     fn sparsity_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);

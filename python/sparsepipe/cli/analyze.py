@@ -30,8 +30,10 @@ def analyze(
     iterations: int = 10,
     num_threads: Optional[int] = None,
     sparsity_threshold: float = 0.5,
+    dense_backend: str = "tract",
 ) -> dict[str, Any]:
-    """Profile of ``model_path`` on random inputs: layers, time shares, FLOPs dense vs effective.
+    """Profile of ``model_path`` on random inputs: layers, time shares, FLOPs dense vs effective,
+    the fused ops by kind and every fusion candidate left unfused with why.
 
     A model tract cannot run raises `ModelLoadError` listing every unsupported operator.
     """
@@ -43,7 +45,10 @@ def analyze(
         raise ConfigError(f"--iterations must be at least 1, got {iterations}")
     resolved = models.resolve(model_path)
     engine = Engine(
-        resolved.onnx_path, num_threads=num_threads, sparsity_threshold=sparsity_threshold
+        resolved.onnx_path,
+        num_threads=num_threads,
+        sparsity_threshold=sparsity_threshold,
+        dense_backend=dense_backend,
     )
     inputs = random_engine_inputs(
         engine.input_names,
@@ -107,7 +112,25 @@ def analyze(
         "gflops_dense": 2 * dense_macs / 1e9,
         "gflops_effective": 2 * effective_macs / 1e9,
         "other_ops_ms": {op: s * 1e3 for op, s in sorted(other.items(), key=lambda kv: -kv[1])},
+        "fused_ops": {kind: len(nodes) for kind, nodes in engine.fused_ops().items()},
+        "fusion_misses": engine.fusion_misses(),
     }
+
+
+def _fusion_lines(result: dict[str, Any]) -> list[str]:
+    """The fused ops by kind, then the candidates left unfused grouped by kind and reason."""
+    fused = ", ".join(f"{kind} {count}" for kind, count in result["fused_ops"].items())
+    lines = [f"fused ops: {fused}"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for miss in result["fusion_misses"]:
+        groups.setdefault((miss["kind"], miss["reason"]), []).append(miss)
+    if groups:
+        lines.append(f"not fused ({len(result['fusion_misses'])} candidates):")
+    for (kind, reason), misses in groups.items():
+        first = misses[0]
+        example = first["node"] + (f", about {first['related']}" if first["related"] else "")
+        lines.append(f"  {kind} x{len(misses)}: {reason}\n      e.g. {example}")
+    return lines
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -134,6 +157,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['gflops_effective']:.3f} G effective (zeros skipped)",
         "other operators (ms): "
         + ", ".join(f"{op} {ms:.2f}" for op, ms in list(result["other_ops_ms"].items())[:8]),
+        "",
+        *_fusion_lines(result),
     ]
     return "\n".join(lines)
 
@@ -149,6 +174,7 @@ def _run(args: argparse.Namespace) -> int:
             iterations=args.iterations,
             num_threads=args.num_threads,
             sparsity_threshold=args.sparsity_threshold,
+            dense_backend=args.dense_backend,
         )
     except ModelLoadError as e:
         if re.search(r"unsupported|not supported", str(e), re.IGNORECASE):
@@ -175,5 +201,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--iterations", type=int, default=10, help="profiled runs")
     p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--sparsity-threshold", type=float, default=0.5)
+    p.add_argument(
+        "--dense-backend",
+        default="tract",
+        help="who runs weights below the threshold: tract (default) or sparsepipe",
+    )
     p.add_argument("--json", default=None, help="also write the analysis as JSON")
     p.set_defaults(func=_run)

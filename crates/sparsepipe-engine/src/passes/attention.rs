@@ -9,24 +9,26 @@ use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::nn::{Softmax, SoftmaxKind};
 
-use super::pattern::{f32_const, is_f32_bin_op, only_succ, replace_chain};
+use super::pattern::{f32_const, is_f32_bin_op, miss, miss_at, only_succ, replace_chain, Fit};
+use super::Miss;
 use crate::attention_op::{AttnAxes, MaskedAttention};
 
-/// Rewrites every recognised attention of `model`; returns the names of the replaced softmaxes.
-pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<Vec<String>> {
-    let mut fused = vec![];
+/// Rewrites every recognised attention of `model`; returns the names of the replaced softmaxes,
+/// and every other softmax with why it was left alone.
+pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<(Vec<String>, Vec<Miss>)> {
+    let (mut fused, mut misses) = (vec![], vec![]);
     for id in model.eval_order()? {
         if !model.nodes().get(id).is_some_and(|n| n.op_is::<Softmax>()) {
             continue;
         }
-        let Some(m) = find(model, id)? else { continue };
         let name = model.node(id).name.clone();
+        let Some(m) = Miss::keep(find(model, id)?, &name, &mut misses) else { continue };
         let op = MaskedAttention { axes: m.axes, scale: m.scale, zero_masked_rows: m.guarded, isa, packed: None };
         replace_chain(model, format!("{name}.attention"), op, &m.inputs, m.last)?;
         fused.push(name);
     }
     model.compact()?;
-    Ok(fused)
+    Ok((fused, misses))
 }
 
 struct Match {
@@ -102,21 +104,21 @@ fn plain_einsum(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Vec<
     Ok(positions(es))
 }
 
-fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
+fn find(model: &TypedModel, softmax: usize) -> TractResult<Fit<Match>> {
     let sm_node = model.node(softmax);
     let sm = sm_node.op_as::<Softmax>().unwrap();
     if sm.kind != SoftmaxKind::Softmax || sm.axes.len() != 1 || sm.quant_output_dt.is_some() {
-        return Ok(None);
+        return miss("not a plain (unquantized, non-log) softmax over one axis");
     }
     let key_axis = sm.axes[0];
     let scores_fact = model.outlet_fact(sm_node.inputs[0])?.clone();
     if scores_fact.datum_type != f32::datum_type() {
-        return Ok(None);
+        return miss(format!("its input is {:?}, not f32", scores_fact.datum_type));
     }
     // Walk back: [Add(mask)] <- [Mul(scale)] <- EinSum(q, k), each used only by the next.
     let mut cur = sm_node.inputs[0].node;
     if only_succ(model, cur)?.map(|n| n.id) != Some(softmax) {
-        return Ok(None);
+        return miss("its input is also used by another node or is a model output");
     }
     let mut mask = None;
     let mut scale = 1.0f32;
@@ -139,7 +141,9 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
                 break;
             }
         }
-        let Some((a, b)) = picked else { return Ok(None) };
+        let Some((a, b)) = picked else {
+            return miss("the Add before it is not scores plus a mask broadcastable to them, each used once");
+        };
         mask = Some(b);
         cur = a.node;
     }
@@ -150,17 +154,22 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
             (None, Some(s)) => Some((s, node.inputs[0])),
             _ => None,
         };
-        let Some((s, other)) = found else { return Ok(None) };
+        let Some((s, other)) = found else { return miss("the Mul before it is not by one constant") };
         if only_succ(model, other.node)?.map(|n| n.id) != Some(cur) {
-            return Ok(None);
+            return miss("the unscaled scores are also used by another node");
         }
         scale = s;
         cur = other.node;
     }
     let qk_node = model.node(cur);
-    let Some(qk) = plain_einsum(model, qk_node)? else { return Ok(None) };
+    let Some(qk) = plain_einsum(model, qk_node)? else {
+        return miss_at(
+            format!("its scores come from {}, not from an einsum of two f32 activations (q·kᵀ)", qk_node.op.name()),
+            qk_node,
+        );
+    };
     if model.outlet_fact(OutletId::new(cur, 0))?.shape != scores_fact.shape {
-        return Ok(None);
+        return miss("q·kᵀ has another shape than the scores (the mask broadcasts it)");
     }
     // Roles in EinSum(q, k): batch (in both and out), query (first only), key (second only),
     // depth (both, summed). Either input may be q.
@@ -171,28 +180,35 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
             (Some(a), None, Some(o)) => only0.push((a, o)),
             (None, Some(b), Some(o)) => only1.push((b, o)),
             (Some(a), Some(b), None) => depth.push((a, b)),
-            _ => return Ok(None),
+            _ => return miss("q·kᵀ has an axis that is summed away from one operand alone"),
         }
     }
     if only0.len() != 1 || only1.len() != 1 || depth.len() != 1 {
-        return Ok(None);
+        return miss("q·kᵀ does not have exactly one query, one key and one depth axis");
     }
     let (q_slot, (q_m, s_m), (k_n, s_n), (q_d, k_d)) = if only1[0].1 == key_axis {
         (0, only0[0], only1[0], depth[0])
     } else if only0[0].1 == key_axis {
         (1, only1[0], only0[0], (depth[0].1, depth[0].0))
     } else {
-        return Ok(None);
+        return miss("it normalizes over an axis that is not q·kᵀ's key axis");
     };
     let (q, k) = (qk_node.inputs[q_slot], qk_node.inputs[1 - q_slot]);
     // Forward: Softmax -> [NaN guard] -> EinSum(p, v).
     let guard = nan_guard(model, softmax)?;
     let p_node = guard.unwrap_or(softmax);
-    let Some(pv_node) = only_succ(model, p_node)? else { return Ok(None) };
-    let Some(pv) = plain_einsum(model, pv_node)? else { return Ok(None) };
+    let Some(pv_node) = only_succ(model, p_node)? else {
+        return miss("its probabilities are used by several nodes or are a model output");
+    };
+    let Some(pv) = plain_einsum(model, pv_node)? else {
+        return miss_at(
+            format!("its probabilities feed {}, not an einsum with the values (p·v)", pv_node.op.name()),
+            pv_node,
+        );
+    };
     let p_slot = pv_node.inputs.iter().position(|i| i.node == p_node).unwrap();
     if pv_node.inputs[1 - p_slot].node == p_node {
-        return Ok(None);
+        return miss("p·v multiplies the probabilities by themselves");
     }
     let v = pv_node.inputs[1 - p_slot];
     let pick = |p: &Pos| if p_slot == 0 { (p.0, p.1, p.2) } else { (p.1, p.0, p.2) };
@@ -201,19 +217,23 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
         match p {
             (Some(ps), Some(vp), Some(o)) => {
                 // A batch axis of the scores: find its q/k positions.
-                let Some(&(qa, ka, _)) = batch.iter().find(|b| b.2 == ps) else { return Ok(None) };
+                let Some(&(qa, ka, _)) = batch.iter().find(|b| b.2 == ps) else {
+                    return miss("p·v has a batch axis that q·kᵀ does not");
+                };
                 let (qa, ka) = if q_slot == 0 { (qa, ka) } else { (ka, qa) };
                 outer.push([qa, ka, vp, ps, o]);
             }
             (Some(ps), None, Some(o)) if ps == s_m && pv_query.is_none() => pv_query = Some(o),
             (Some(ps), Some(vp), None) if ps == s_n && pv_key.is_none() => pv_key = Some(vp),
             (None, Some(vp), Some(o)) if pv_dv.is_none() => pv_dv = Some((vp, o)),
-            _ => return Ok(None),
+            _ => return miss("p·v's axes are not the scores' batch, query and key axes and one value axis"),
         }
     }
-    let (Some(out_m), Some(v_n), Some((v_dv, out_dv))) = (pv_query, pv_key, pv_dv) else { return Ok(None) };
+    let (Some(out_m), Some(v_n), Some((v_dv, out_dv))) = (pv_query, pv_key, pv_dv) else {
+        return miss("p·v does not keep the query axis, sum the key axis and add one value axis");
+    };
     if outer.len() != batch.len() {
-        return Ok(None);
+        return miss("p·v drops a batch axis of the scores");
     }
     // Batch, depth and key dims must agree exactly (einsum would broadcast a size-1 one).
     let (qf, kf, vf) = (model.outlet_fact(q)?, model.outlet_fact(k)?, model.outlet_fact(v)?);
@@ -221,7 +241,7 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
         || qf.shape[q_d] != kf.shape[k_d]
         || vf.shape[v_n] != kf.shape[k_n]
     {
-        return Ok(None);
+        return miss("q, k and v disagree on a batch, depth or key size (the einsums broadcast one)");
     }
     let out_fact = model.outlet_fact(OutletId::new(pv_node.id, 0))?;
     let axes = AttnAxes {
@@ -239,7 +259,7 @@ fn find(model: &TypedModel, softmax: usize) -> TractResult<Option<Match>> {
     let op = MaskedAttention { axes: axes.clone(), scale, zero_masked_rows: false, isa: Isa::Portable, packed: None };
     let facts: TVec<&TypedFact> = inputs.iter().map(|o| model.outlet_fact(*o)).collect::<TractResult<_>>()?;
     if op.output_facts(&facts)?[0].shape != out_fact.shape {
-        return Ok(None);
+        return miss("the fused op's output shape would differ from p·v's");
     }
-    Ok(Some(Match { inputs, axes, scale, guarded: guard.is_some(), last: pv_node.id }))
+    Ok(Ok(Match { inputs, axes, scale, guarded: guard.is_some(), last: pv_node.id }))
 }

@@ -9,24 +9,26 @@ use sparsepipe_kernels::Isa;
 use tract_core::internal::*;
 use tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
 
-use super::pattern::{f32_const, is_f32_bin_op, only_succ, replace_chain};
+use super::pattern::{f32_const, is_f32_bin_op, miss, only_succ, replace_chain, Fit};
+use super::Miss;
 use crate::norm_op::LayerNorm;
 
-/// Rewrites every recognised layer norm of `model`; returns the names of the replaced RmsNorms.
-pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<Vec<String>> {
-    let mut fused = vec![];
+/// Rewrites every recognised layer norm of `model`; returns the names of the replaced RmsNorms,
+/// and every other RmsNorm with why it was left alone.
+pub fn run(model: &mut TypedModel, isa: Isa) -> TractResult<(Vec<String>, Vec<Miss>)> {
+    let (mut fused, mut misses) = (vec![], vec![]);
     for id in model.eval_order()? {
         if !model.nodes().get(id).is_some_and(|n| n.op_is::<RmsNorm>()) {
             continue;
         }
-        let Some(m) = find(model, id)? else { continue };
         let name = model.node(id).name.clone();
+        let Some(m) = Miss::keep(find(model, id)?, &name, &mut misses) else { continue };
         let op = LayerNorm { eps: m.eps, gamma: m.gamma, beta: m.beta, isa };
         replace_chain(model, format!("{name}.layer_norm"), op, &[m.input], m.last)?;
         fused.push(name);
     }
     model.compact()?;
-    Ok(fused)
+    Ok((fused, misses))
 }
 
 struct Match {
@@ -50,41 +52,44 @@ fn per_channel(model: &TypedModel, node: &TypedNode, from: OutletId, n: usize) -
     })
 }
 
-fn find(model: &TypedModel, rms: usize) -> TractResult<Option<Match>> {
+fn find(model: &TypedModel, rms: usize) -> TractResult<Fit<Match>> {
     let rms_node = model.node(rms);
     let op = rms_node.op_as::<RmsNorm>().unwrap();
     let fact = model.outlet_fact(rms_node.inputs[0])?;
     let rank = fact.rank();
     if fact.datum_type != f32::datum_type() || rank == 0 || op.axis != rank - 1 {
-        return Ok(None);
+        return miss("it does not normalize f32 values over their last axis");
     }
-    let Ok(n) = fact.shape[rank - 1].to_usize() else { return Ok(None) };
-    let Ok(eps) = op.eps.cast_to_scalar::<f32>() else { return Ok(None) };
+    let Ok(n) = fact.shape[rank - 1].to_usize() else {
+        return miss("the size of the normalized axis is not fixed when the model is loaded");
+    };
+    let Ok(eps) = op.eps.cast_to_scalar::<f32>() else { return miss("its epsilon is not an f32 scalar") };
     // RmsNorm(Sub(x, Mul(Sum(x), 1/n))).
+    let not_centered = "it normalizes x itself, not x minus its mean used once (an RMS norm: no fused kernel)";
     let sub = model.node(rms_node.inputs[0].node);
     if !is_f32_bin_op(sub, "Sub") || only_succ(model, sub.id)?.map(|s| s.id) != Some(rms) {
-        return Ok(None);
+        return miss(not_centered);
     }
     let (x, mean) = (sub.inputs[0], sub.inputs[1]);
     let mul = model.node(mean.node);
     if !is_f32_bin_op(mul, "Mul") || only_succ(model, mul.id)?.map(|s| s.id) != Some(sub.id) {
-        return Ok(None);
+        return miss(not_centered);
     }
     let (sum_in, recip) = match (f32_const(model, mul.inputs[0])?, f32_const(model, mul.inputs[1])?) {
         (None, Some((_, c))) => (mul.inputs[0], c),
         (Some((_, c)), None) => (mul.inputs[1], c),
-        _ => return Ok(None),
+        _ => return miss(not_centered),
     };
     if recip.len() != 1 || (recip[0] * n as f32 - 1.0).abs() > 1e-6 {
-        return Ok(None);
+        return miss(format!("the subtracted mean is not the sum over the axis times 1/{n}"));
     }
     let sum = model.node(sum_in.node);
     let is_sum = sum.op_as::<Reduce>().is_some_and(|r| r.reducer == Reducer::Sum && r.axes[..] == [rank - 1]);
     if !is_sum || sum.inputs[0] != x || only_succ(model, sum.id)?.map(|s| s.id) != Some(mul.id) {
-        return Ok(None);
+        return miss("the subtracted mean is not the mean of the same x over the last axis, used once");
     }
     if model.outlet_fact(x)?.datum_type != f32::datum_type() {
-        return Ok(None);
+        return miss("its input is not f32");
     }
     // Then an optional scale and shift.
     let (mut gamma, mut beta, mut last) = (None, None, rms);
@@ -105,7 +110,7 @@ fn find(model: &TypedModel, rms: usize) -> TractResult<Option<Match>> {
         }
     }
     if model.outlet_fact(OutletId::new(last, 0))?.shape != fact.shape {
-        return Ok(None);
+        return miss("its scale or shift broadcasts the output to another shape");
     }
-    Ok(Some(Match { input: x, eps, gamma, beta, last }))
+    Ok(Ok(Match { input: x, eps, gamma, beta, last }))
 }

@@ -3,6 +3,60 @@
 
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::einsum::EinSum;
+
+/// Why a candidate does not match: what, and the node that is about when not the candidate.
+#[derive(Debug, Clone)]
+pub(crate) struct Why {
+    pub(crate) reason: String,
+    pub(crate) related: Option<String>,
+}
+
+/// A candidate's match, or why it is not one.
+pub(crate) type Fit<M> = std::result::Result<M, Why>;
+
+/// The candidate does not match, because of `reason`.
+pub(crate) fn miss<M>(reason: impl Into<String>) -> TractResult<Fit<M>> {
+    Ok(Err(Why { reason: reason.into(), related: None }))
+}
+
+/// The candidate does not match, because of `reason` about `node`.
+pub(crate) fn miss_at<M>(reason: impl Into<String>, node: &TypedNode) -> TractResult<Fit<M>> {
+    Ok(Err(Why { reason: reason.into(), related: Some(node.name.clone()) }))
+}
+
+/// Whether `node` is a matmul by a constant weight that our kernels do not run (tract's own,
+/// left there by `dense_backend='tract'`).
+pub(crate) fn is_tract_weight_matmul(model: &TypedModel, node: &TypedNode) -> bool {
+    node.op_is::<EinSum>() && node.inputs.iter().any(|i| model.outlet_fact(*i).is_ok_and(|f| f.konst.is_some()))
+}
+
+/// When `node` adds a constant to one other operand (a bias, as tract's declutter leaves it
+/// after a matmul that could not take it): the node producing that operand.
+pub(crate) fn before_bias<'m>(model: &'m TypedModel, node: &TypedNode) -> Option<&'m TypedNode> {
+    if !is_f32_bin_op(node, "Add") {
+        return None;
+    }
+    let is_const = |i: usize| model.outlet_fact(node.inputs[i]).is_ok_and(|f| f.konst.is_some());
+    match (is_const(0), is_const(1)) {
+        (true, false) => Some(model.node(node.inputs[1].node)),
+        (false, true) => Some(model.node(node.inputs[0].node)),
+        _ => None,
+    }
+}
+
+/// The matmul by a constant weight left to tract that produces `node`'s output, directly or
+/// through its bias.
+pub(crate) fn tract_weight_matmul_before<'m>(model: &'m TypedModel, node: &'m TypedNode) -> Option<&'m TypedNode> {
+    if is_tract_weight_matmul(model, node) {
+        return Some(node);
+    }
+    before_bias(model, node).filter(|p| is_tract_weight_matmul(model, p))
+}
+
+/// The reason given when a weight matmul a fusion needs runs on tract's matmul, about that node;
+/// the engine completes it with why.
+pub const ON_TRACT_MATMUL: &str = "a weight matmul it needs runs on tract's matmul, not on our kernels";
 
 /// The single successor of `node`, unless its output is a model output or used twice.
 pub(crate) fn only_succ(model: &TypedModel, node: usize) -> TractResult<Option<&TypedNode>> {

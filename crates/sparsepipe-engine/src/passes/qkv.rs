@@ -9,7 +9,10 @@
 use tract_core::internal::*;
 use tract_core::ops::change_axes::AxisOp;
 
-use super::pattern::{f32_const, is_f32_bin_op, only_succ};
+use super::pattern::{
+    before_bias, f32_const, is_f32_bin_op, miss, miss_at, only_succ, tract_weight_matmul_before, Fit, ON_TRACT_MATMUL,
+};
+use super::Miss;
 use crate::attention_op::{MaskedAttention, PackedView};
 use crate::op::{OutAxis, WeightLinear};
 
@@ -24,17 +27,19 @@ pub struct Merged {
     pub parts: [String; 3],
 }
 
-/// Merges the projections of every eligible attention of `model`.
-pub fn run(model: &mut TypedModel) -> TractResult<Vec<Merged>> {
-    let mut merged = vec![];
+/// Merges the projections of every eligible attention of `model`; also returns every other
+/// attention (named by its softmax) with why its projections stay apart.
+pub fn run(model: &mut TypedModel) -> TractResult<(Vec<Merged>, Vec<Miss>)> {
+    let (mut merged, mut misses) = (vec![], vec![]);
     for id in model.eval_order()? {
         let Some(att) = model.nodes().get(id).and_then(|n| n.op_as::<MaskedAttention>()) else { continue };
         if att.packed.is_some() {
             continue;
         }
-        let Some(found) = find(model, id)? else { continue };
         let node = model.node(id);
         let name = node.name.clone();
+        let softmax = name.strip_suffix(".attention").unwrap_or(&name);
+        let Some(found) = Miss::keep(find(model, id)?, softmax, &mut misses) else { continue };
         let mask = node.inputs.get(3).copied();
         let mut op = att.clone();
         op.packed = Some(found.views);
@@ -55,7 +60,7 @@ pub fn run(model: &mut TypedModel) -> TractResult<Vec<Merged>> {
         merged.push(Merged { attention, linear, parts });
     }
     model.compact()?;
-    Ok(merged)
+    Ok((merged, misses))
 }
 
 struct Found {
@@ -83,20 +88,21 @@ fn projection(
     operand: OutletId,
     user: usize,
     scalable: bool,
-) -> TractResult<Option<(usize, TVec<usize>, f32)>> {
+    role: &str,
+) -> TractResult<Fit<(usize, TVec<usize>, f32)>> {
     let (mut cur, mut consumer) = (operand, user);
     let (mut split, mut scale) = (None, 1f32);
     loop {
         let node = model.node(cur.node);
         if only_succ(model, node.id)?.map(|n| n.id) != Some(consumer) {
-            return Ok(None);
+            return miss_at(format!("{role} is also used by another node or is a model output"), node);
         }
         if let Some(AxisOp::Reshape(at, from, to)) = node.op_as::<AxisOp>() {
             let rank = model.outlet_fact(node.inputs[0])?.rank();
             let to: Option<TVec<usize>> = to.iter().map(|d| d.to_usize().ok()).collect();
             match to {
                 Some(to) if split.is_none() && from.len() == 1 && at + 1 == rank => split = Some(to),
-                _ => return Ok(None),
+                _ => return miss(format!("{role} goes through a reshape that is not one split of its channels")),
             }
             (cur, consumer) = (node.inputs[0], node.id);
             continue;
@@ -107,43 +113,60 @@ fn projection(
                 (Some(s), None) => Some((s, node.inputs[1])),
                 _ => None,
             };
-            let Some((s, data)) = found else { return Ok(None) };
+            let Some((s, data)) = found else {
+                return miss(format!("{role} is multiplied by something other than one constant"));
+            };
             scale *= s;
             (cur, consumer) = (data, node.id);
             continue;
         }
-        let Some(lin) = node.op_as::<WeightLinear>() else { return Ok(None) };
+        let Some(lin) = node.op_as::<WeightLinear>() else {
+            if let Some(mm) = tract_weight_matmul_before(model, node) {
+                return miss_at(ON_TRACT_MATMUL, mm);
+            }
+            if let Some(lin) = before_bias(model, node).filter(|p| p.op_is::<WeightLinear>()) {
+                let reason = format!(
+                    "{role}'s linear keeps its bias apart: its output is also used by another node or is a model \
+                     output"
+                );
+                return miss_at(reason, lin);
+            }
+            return miss_at(
+                format!("{role} comes from {}, not from a matmul by a constant weight", node.op.name()),
+                node,
+            );
+        };
         // The channels must be the output's last axis, every other axis the input's in order.
         let rank = model.outlet_fact(node.inputs[0])?.rank();
         let want: TVec<OutAxis> = (0..lin.k_start).map(OutAxis::Input).chain([OutAxis::N]).collect();
         if lin.k_start + lin.k_axes != rank || lin.out_axes != want {
-            return Ok(None);
+            return miss_at(format!("{role}'s linear does not keep its input's axes with the channels last"), node);
         }
         let n = lin.packed.n();
         let split = split.unwrap_or_else(|| tvec![n]);
         if split.iter().product::<usize>() != n {
-            return Ok(None);
+            return miss(format!("{role}'s reshape does not split exactly its {n} channels"));
         }
-        return Ok(Some((node.id, split, scale)));
+        return Ok(Ok((node.id, split, scale)));
     }
 }
 
-fn find(model: &TypedModel, att: usize) -> TractResult<Option<Found>> {
+fn find(model: &TypedModel, att: usize) -> TractResult<Fit<Found>> {
     let node = model.node(att);
     let mut parts = vec![];
     let mut scale = 1f32;
     for (i, &operand) in node.inputs[..3].iter().enumerate() {
-        match projection(model, operand, att, i < 2)? {
-            Some((id, split, s)) => {
+        match projection(model, operand, att, i < 2, ["the query", "the key", "the value"][i])? {
+            Ok((id, split, s)) => {
                 parts.push((id, split));
                 scale *= s;
             }
-            None => return Ok(None),
+            Err(why) => return Ok(Err(why)),
         }
     }
     let (a, b, c) = (parts[0].0, parts[1].0, parts[2].0);
     if a == b || b == c || a == c {
-        return Ok(None);
+        return miss("two of the query, key and value come from the same linear");
     }
     let lins: Vec<&WeightLinear> = parts.iter().filter_map(|(id, _)| model.node(*id).op_as::<WeightLinear>()).collect();
     let input = model.node(a).inputs[0];
@@ -154,17 +177,24 @@ fn find(model: &TypedModel, att: usize) -> TractResult<Option<Found>> {
             && l.isa == lins[0].isa
     };
     if lins.len() != 3 || !lins.iter().zip([a, b, c]).all(|(l, id)| same(l, id)) {
-        return Ok(None);
+        return miss("the query, key and value linears do not read the same input the same way");
     }
     let packed: Vec<&sparsepipe_kernels::PackedLinear> = lins.iter().map(|l| &*l.packed).collect();
-    let Some(merged) = sparsepipe_kernels::PackedLinear::concat_n(&packed) else { return Ok(None) };
+    let Some(merged) = sparsepipe_kernels::PackedLinear::concat_n(&packed) else {
+        let kinds: Vec<&str> = lins.iter().map(|l| l.packed.kind()).collect();
+        return miss(format!(
+            "the three weights cannot be packed as one: they run on {} kernels (set sparsity_threshold so \
+             all three are sparse or all dense) or differ in activation",
+            kinds.join("/")
+        ));
+    };
     let mut offset = 0;
     let mut views = vec![];
     for ((_, split), l) in parts.into_iter().zip(&lins) {
         views.push(PackedView { offset, split });
         offset += l.packed.n();
     }
-    let Ok(views) = <[PackedView; 3]>::try_from(views) else { return Ok(None) };
+    let Ok(views) = <[PackedView; 3]>::try_from(views) else { return miss("not three projections") };
     let linear = WeightLinear::new(merged, lins[0].k_start, lins[0].k_axes, lins[0].out_axes.to_vec(), lins[0].isa);
-    Ok(Some(Found { input, linear, views, scale, parts: [a, b, c] }))
+    Ok(Ok(Found { input, linear, views, scale, parts: [a, b, c] }))
 }

@@ -7,16 +7,21 @@
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
 
-use super::pattern::only_succ;
+use super::pattern::{only_succ, tract_weight_matmul_before, Fit, Why, ON_TRACT_MATMUL};
+use super::Miss;
 use crate::op::WeightLinear;
 
+/// A folded residual: the linear's name and the name of the node that replaces it.
+pub type Folded = (String, String);
+
 /// Folds every eligible residual `Add` of `model`; returns (the linear's name, the name of the
-/// node that replaces it) for each.
-pub fn run(model: &mut TypedModel) -> TractResult<Vec<(String, String)>> {
-    let mut folded = vec![];
+/// node that replaces it) for each, and each `Add` of a weight matmul's output and another
+/// activation that stays apart, with why.
+pub fn run(model: &mut TypedModel) -> TractResult<(Vec<Folded>, Vec<Miss>)> {
+    let (mut folded, mut misses) = (vec![], vec![]);
     for id in model.eval_order()? {
         let Some(found) = find(model, id)? else { continue };
-        let (lin_id, other) = found;
+        let Some((lin_id, other)) = Miss::keep(found, &model.node(id).name, &mut misses) else { continue };
         let lin = model.node(lin_id);
         let mut op = lin.op_as::<WeightLinear>().expect("checked by find").clone();
         op.residual = true;
@@ -31,11 +36,12 @@ pub fn run(model: &mut TypedModel) -> TractResult<Vec<(String, String)>> {
         folded.push((name, new_name));
     }
     model.compact()?;
-    Ok(folded)
+    Ok((folded, misses))
 }
 
-/// For an `Add` node: the linear it can fold into and the other operand.
-fn find(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
+/// For an `Add` node: the linear it can fold into and the other operand; `None` when it adds
+/// no weight matmul's output, used by nothing else, to another activation.
+fn find(model: &TypedModel, id: usize) -> TractResult<Option<Fit<(usize, OutletId)>>> {
     let Some(node) = model.nodes().get(id) else { return Ok(None) };
     let Some(bin) = node.op_as::<TypedBinOp>() else { return Ok(None) };
     if bin.0.name() != "Add" || bin.1.is_some_and(|dt| dt != f32::datum_type()) || node.inputs.len() != 2 {
@@ -45,18 +51,36 @@ fn find(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>>
     if out.datum_type != f32::datum_type() {
         return Ok(None);
     }
+    let mut why = None;
     for side in 0..2 {
         let (mine, other) = (node.inputs[side], node.inputs[1 - side]);
         let producer = model.node(mine.node);
-        let Some(lin) = producer.op_as::<WeightLinear>() else { continue };
-        if lin.residual || only_succ(model, producer.id)?.map(|n| n.id) != Some(id) {
+        let (a, b) = (model.outlet_fact(mine)?, model.outlet_fact(other)?);
+        // A candidate adds an activation to a weight matmul's output used by nothing else.
+        if b.konst.is_some()
+            || b.datum_type != f32::datum_type()
+            || only_succ(model, producer.id)?.map(|n| n.id) != Some(id)
+        {
             continue;
         }
-        let (a, b) = (model.outlet_fact(mine)?, model.outlet_fact(other)?);
-        // Exactly the output's shape: no broadcasting, no constant (a bias is already folded).
-        if b.datum_type == f32::datum_type() && b.konst.is_none() && a.shape == out.shape && b.shape == out.shape {
-            return Ok(Some((producer.id, other)));
+        let Some(lin) = producer.op_as::<WeightLinear>() else {
+            if let Some(mm) = tract_weight_matmul_before(model, producer) {
+                why.get_or_insert(Why { reason: ON_TRACT_MATMUL.into(), related: Some(mm.name.clone()) });
+            }
+            continue;
+        };
+        if lin.residual {
+            let reason = "the linear already adds another residual".into();
+            why.get_or_insert(Why { reason, related: Some(producer.name.clone()) });
+        } else if a.shape != out.shape || b.shape != out.shape {
+            // Exactly the output's shape: no broadcasting.
+            why.get_or_insert(Why {
+                reason: "the Add broadcasts one operand to the other's shape".into(),
+                related: None,
+            });
+        } else {
+            return Ok(Some(Ok((producer.id, other))));
         }
     }
-    Ok(None)
+    Ok(why.map(Err))
 }
