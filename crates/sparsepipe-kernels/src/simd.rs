@@ -10,6 +10,9 @@ pub(crate) const LANES: usize = 16;
 /// and the implementing ISA must be supported by the running CPU.
 pub(crate) trait Simd: Copy {
     type V: Copy;
+    /// Machine vector registers one `V` occupies (AVX2: two of its sixteen), for kernels that
+    /// size their accumulator sets to the register file.
+    const REGS_PER_V: usize = 1;
     unsafe fn zero() -> Self::V;
     unsafe fn splat(x: f32) -> Self::V;
     unsafe fn load(p: *const f32) -> Self::V;
@@ -217,6 +220,7 @@ mod x86 {
 
     impl Simd for Avx2 {
         type V = [__m256; 2];
+        const REGS_PER_V: usize = 2;
         #[inline(always)]
         unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
             // SAFETY: avx2 context (caller).

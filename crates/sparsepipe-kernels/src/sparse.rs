@@ -222,16 +222,21 @@ unsafe fn tile_avx2(m: &SparseMatrix, t: &Tile) {
     unsafe { tile_width::<crate::simd::Avx2>(m, t) }
 }
 
-/// Picks the kernel compiled for the tile's width (1 to 4 vectors of columns).
+/// Picks the kernel compiled for the tile's width (1 to 4 vectors of columns), with as many
+/// accumulator sets as fit the register file beside the loads: eight registers of sums on
+/// AVX2's sixteen (two FMA ports of 4-cycle latency need eight in flight), more on AVX-512's 32.
 #[inline(always)]
 unsafe fn tile_width<S: Simd>(m: &SparseMatrix, t: &Tile) {
+    let narrow = S::REGS_PER_V > 1;
     // SAFETY: forwarded tile contract; each arm's width equals `t.w`.
     unsafe {
-        match t.w / LANES {
-            1 => sparse_tile::<S, 1, 4>(m, t),
-            2 => sparse_tile::<S, 2, 4>(m, t),
-            3 => sparse_tile::<S, 3, 2>(m, t),
-            _ => sparse_tile::<S, 4, 2>(m, t),
+        match (t.w / LANES, narrow) {
+            (1, _) => sparse_tile::<S, 1, 4>(m, t),
+            (2, false) => sparse_tile::<S, 2, 4>(m, t),
+            (2, true) => sparse_tile::<S, 2, 2>(m, t),
+            (3, _) => sparse_tile::<S, 3, 2>(m, t),
+            (_, false) => sparse_tile::<S, 4, 2>(m, t),
+            (_, true) => sparse_tile::<S, 4, 1>(m, t),
         }
     }
 }
