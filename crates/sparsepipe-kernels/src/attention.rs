@@ -356,16 +356,19 @@ unsafe fn rows<S: Simd, const R: usize>(
     // SAFETY: for the whole function, `kt` is [d][skp], `vp` [sk][dvp], `s` at least R*skp; q/mask/out
     // are read/written at coordinates inside the layout (caller).
     unsafe {
-        // Scores, 4 vectors of keys at a time.
+        // Scores, up to 4 vectors of keys at a time (one where a vector takes two registers:
+        // R rows of 4 would be 32 registers of sums on AVX2's 16).
+        let most = if S::REGS_PER_V == 1 { 4 } else { 1 };
         let mut c0 = 0;
         while c0 < skp {
-            match (skp - c0) / LANES {
+            let nv = ((skp - c0) / LANES).min(most);
+            match nv {
                 1 => scores::<S, R, 1>(l, i, q, kt, s, skp, c0),
                 2 => scores::<S, R, 2>(l, i, q, kt, s, skp, c0),
                 3 => scores::<S, R, 3>(l, i, q, kt, s, skp, c0),
                 _ => scores::<S, R, 4>(l, i, q, kt, s, skp, c0),
             }
-            c0 += 4 * LANES;
+            c0 += nv * LANES;
         }
         // Scale, mask, padding and the row maximum, then the softmax numerators in place.
         let mut inv = [0f32; R];
@@ -423,16 +426,17 @@ unsafe fn rows<S: Simd, const R: usize>(
             }
             inv[r] = 1.0 / S::reduce_sum(sum);
         }
-        // Probabilities times values, 4 vectors of value depth at a time.
+        // Probabilities times values, up to 4 vectors of value depth at a time (one on AVX2).
         let mut c0 = 0;
         while c0 < dvp {
-            match (dvp - c0) / LANES {
+            let nv = ((dvp - c0) / LANES).min(most);
+            match nv {
                 1 => weighted::<S, R, 1>(l, i, vp, s, &inv, out, skp, dvp, c0),
                 2 => weighted::<S, R, 2>(l, i, vp, s, &inv, out, skp, dvp, c0),
                 3 => weighted::<S, R, 3>(l, i, vp, s, &inv, out, skp, dvp, c0),
                 _ => weighted::<S, R, 4>(l, i, vp, s, &inv, out, skp, dvp, c0),
             }
-            c0 += 4 * LANES;
+            c0 += nv * LANES;
         }
     }
 }
