@@ -600,3 +600,14 @@ def test_broadcast_and_residual_adds_run_on_our_add(
         ops = {r["op"] for r in engine.profile(feeds, iterations=1)}
         assert "SparsepipeAdd" in ops, ops
         assert_close(engine(feeds), ort_run(bert.path, feeds), context=f"threads={threads}")
+
+
+def test_embedding_lookups_run_on_our_parallel_gather(bert: Loaded, ort_run) -> None:
+    # Word, position and token-type lookups copy their rows on the pool; the copies are exact.
+    feeds = bert.feeds(16, 64, seed=3)
+    nodes = bert.engine.profile(feeds, iterations=1)
+    lookups = {n["name"]: n["op"] for n in nodes if n["name"].endswith("embeddings/Gather")}
+    assert len(lookups) == 3 and set(lookups.values()) == {"SparsepipeGather"}, lookups
+    two = sparsepipe.Engine(bert.path, num_threads=2, fuse=False)
+    for got, want in zip(two(feeds), ort_run(bert.path, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -218,6 +218,7 @@ impl Engine {
             }
         }
         explain_tract_matmuls(&mut misses, &report);
+        passes::embedding::run(&mut typed).map_err(load_err(&path))?;
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =

@@ -8,6 +8,7 @@ mod checks;
 pub mod engine;
 pub mod error;
 mod external_data;
+mod gather_op;
 mod load;
 mod norm_op;
 mod normalize;
