@@ -9,7 +9,7 @@ use tract_linalg::multithread::par_chunks_mut;
 
 /// `table[indices]` along the table's first axis: the output is `indices.shape + table.shape[1..]`.
 /// Indices may be negative (counted from the end, as ONNX allows) and must lie in `[-rows, rows)`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddingGather {
     pub(crate) table: Arc<Tensor>,
 }

@@ -25,8 +25,8 @@ pub(crate) fn miss_at<M>(reason: impl Into<String>, node: &TypedNode) -> TractRe
     Ok(Err(Why { reason: reason.into(), related: Some(node.name.clone()) }))
 }
 
-/// Whether `node` is a matmul by a constant weight that our kernels do not run (tract's own,
-/// left there by `dense_backend='tract'`).
+/// Whether `node` is a matmul by a constant weight that our kernels do not run (tract's own:
+/// a dense weight with `dense_backend='tract'`, or a layout the `weight_matmul` pass does not map).
 pub(crate) fn is_tract_weight_matmul(model: &TypedModel, node: &TypedNode) -> bool {
     node.op_is::<EinSum>() && node.inputs.iter().any(|i| model.outlet_fact(*i).is_ok_and(|f| f.konst.is_some()))
 }
