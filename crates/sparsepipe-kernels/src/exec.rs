@@ -119,16 +119,10 @@ pub(crate) fn run<K: TileKernel>(
     let macs = kern.macs_per_col().saturating_mul(outer * inner);
     if inner == 1 {
         // Row-major: the M = `outer` rows are the columns of the tiles.
-        let cols = outer;
-        if threads > 1 && macs >= PAR_MIN_MACS {
-            let specs = row_tiles(cols, row_tile_width(cols, threads));
-            if specs.len() >= threads {
-                tiles_in_parallel(kern, isa, x, &specs, add, y, true);
-            } else {
-                channels_in_parallel(kern, isa, x, &specs, threads, add, y);
-            }
-        } else {
-            tiles_in_parallel(kern, isa, x, &row_tiles(cols, COL_TILE), add, y, false);
+        match parallel_split(outer, k, kern.macs_per_col(), n, threads) {
+            Some(split) if split.parts > 1 => grid(kern, isa, x, &row_tiles(outer, split.w), split.parts, add, y),
+            Some(split) => tiles_in_parallel(kern, isa, x, &row_tiles(outer, split.w), add, y, true),
+            None => tiles_in_parallel(kern, isa, x, &row_tiles(outer, COL_TILE), add, y, false),
         }
         return;
     }
@@ -298,10 +292,9 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
         return;
     }
     let threads = rayon::current_num_threads();
-    let macs = (first.macs_per_col() + second.macs_per_col()).saturating_mul(rows);
-    let parallel = threads > 1 && macs >= PAR_MIN_MACS;
-    let specs = if parallel { row_tiles(rows, row_tile_width(rows, threads)) } else { row_tiles(rows, COL_TILE) };
-    if parallel && specs.len() < threads {
+    let mpc = first.macs_per_col() + second.macs_per_col();
+    let split = parallel_split(rows, k1, mpc, n2, threads);
+    if split.is_some_and(|s| s.parts > 1) {
         MID.with(|cell| {
             let mut mid = cell.take();
             mid.resize(rows * n1, 0.0);
@@ -311,6 +304,7 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
         });
         return;
     }
+    let (specs, parallel) = (row_tiles(rows, split.map_or(COL_TILE, |s| s.w)), split.is_some());
     let body = |(s, dst): (&TileSpec, &mut [f32])| {
         with_scratch((k1 + n1 + CH_CHUNK.min(n2)) * s.w, |buf| {
             let (xt, rest) = buf.split_at_mut(k1 * s.w);
@@ -335,53 +329,117 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
     }
 }
 
-/// Rows per tile when `rows` are split over `threads`: narrow enough that every thread gets one,
-/// but at least two vectors wide (one-vector tiles load as many bytes of weights per multiply-add
-/// as they compute, and two threads streaming the same weights were measured slower than one
-/// thread on 32 rows).
-fn row_tile_width(rows: usize, threads: usize) -> usize {
-    rows.div_ceil(threads).div_ceil(LANES).clamp(2, COL_TILE / LANES) * LANES
+/// How a row-major call is split: tiles of `w` rows (a multiple of [`LANES`]), the output
+/// channels of each tile in `parts` ranges of about equal work; one job per (tile, range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Split {
+    pub w: usize,
+    pub parts: usize,
 }
 
-/// Row-major calls with fewer tiles than threads (short inputs): each thread packs the (small)
-/// tiles itself, computes a range of output channels balanced by work — so it streams only its
-/// share of the weights — and writes those columns of `y` directly.
-fn channels_in_parallel<K: TileKernel>(
+/// Cost of packing (transposing) one input float, in multiply-adds at the kernels' speed.
+const PACK_COST: f64 = 4.0;
+/// Fixed cost of one job (hand-off between threads, per-chunk set-up), in multiply-adds.
+const JOB_COST: f64 = 20_000.0;
+/// Channels per range at least: narrower ranges spend more on set-up than they compute.
+const MIN_PART_CHANNELS: usize = 16;
+
+/// The kernels' speed on a tile `vectors` vectors wide relative to a wide one (the peak bench:
+/// one-vector tiles load about as many bytes of weights per multiply-add as they compute).
+fn tile_speed(vectors: usize) -> f64 {
+    match vectors {
+        0 | 1 => 0.8,
+        2 => 0.95,
+        _ => 1.0,
+    }
+}
+
+/// Estimated time, in multiply-adds, until the last thread finishes when `rows` rows of `k`
+/// input channels (`macs_per_col` multiply-adds each) run split as `s` over `threads` threads:
+/// rounds of jobs times the widest job, which packs its tile, computes its share of the
+/// channels on the tile's padded width and pays a fixed hand-off cost.
+pub(crate) fn split_cost(rows: usize, k: usize, macs_per_col: usize, threads: usize, s: Split) -> f64 {
+    let jobs = rows.div_ceil(s.w) * s.parts;
+    let rounds = jobs.div_ceil(threads.max(1)) as f64;
+    let (cnt, w) = (s.w.min(rows), s.w.min(round_up(rows, LANES)));
+    let compute = w as f64 * macs_per_col as f64 / s.parts as f64 / tile_speed(w / LANES);
+    rounds * (compute + (cnt * k) as f64 * PACK_COST + JOB_COST)
+}
+
+/// How a row-major call of `rows` rows runs on `threads` threads: `None` on the calling thread
+/// alone (one thread, or too little work to pay for a fork-join), else the [`plan_rows`] split.
+pub(crate) fn parallel_split(rows: usize, k: usize, macs_per_col: usize, n: usize, threads: usize) -> Option<Split> {
+    (threads > 1 && macs_per_col.saturating_mul(rows) >= PAR_MIN_MACS)
+        .then(|| plan_rows(rows, k, macs_per_col, n, threads))
+}
+
+/// The split of a row-major call (`rows` rows, `k` inputs, `n` outputs, `macs_per_col` per row)
+/// over `threads` threads with the least [`split_cost`]: tiles of one to four vectors of rows and
+/// one to `threads` channel ranges; on a tie the wider tiles and fewer ranges win.
+pub(crate) fn plan_rows(rows: usize, k: usize, macs_per_col: usize, n: usize, threads: usize) -> Split {
+    let max_parts = threads.min(n / MIN_PART_CHANNELS).max(1);
+    let mut best = (f64::INFINITY, Split { w: COL_TILE, parts: 1 });
+    for vectors in (1..=COL_TILE / LANES).rev() {
+        for parts in 1..=max_parts {
+            let s = Split { w: vectors * LANES, parts };
+            let cost = split_cost(rows, k, macs_per_col, threads, s);
+            if cost < best.0 {
+                best = (cost, s);
+            }
+        }
+    }
+    // A tile wider than the padded rows is the same tile.
+    Split { w: best.1.w.min(round_up(rows, LANES)), ..best.1 }
+}
+
+/// Channel ranges per packed tile for `tiles` tiles up to `w` columns wide (channels-first calls,
+/// whose tiles are packed beforehand): the count in `1..=threads` whose rounds of jobs, each
+/// computing its share of a tile plus a fixed hand-off cost, finish soonest.
+pub(crate) fn plan_parts(tiles: usize, w: usize, macs_per_col: usize, n: usize, threads: usize) -> usize {
+    let job = |parts: usize| (w * macs_per_col) as f64 / parts as f64 + JOB_COST;
+    let cost = |parts: usize| (tiles * parts).div_ceil(threads.max(1)) as f64 * job(parts);
+    let max_parts = threads.min(n / MIN_PART_CHANNELS).max(1);
+    (1..=max_parts).fold(1, |best, p| if cost(p) < cost(best) { p } else { best })
+}
+
+/// Row-major calls split over tiles of rows and ranges of output channels, one job per pair:
+/// each job packs its tile (small), computes its channels a chunk at a time — so it streams only
+/// its share of the weights — and writes those columns of its rows of `y` directly.
+fn grid<K: TileKernel>(
     kern: &K,
     isa: Isa,
     x: &[f32],
     specs: &[TileSpec],
-    threads: usize,
+    parts: usize,
     add: Option<&[f32]>,
     y: &mut [f32],
 ) {
     let (k, n) = (kern.k(), kern.n());
-    let ranges = kern.channel_parts(threads);
+    let ranges = kern.channel_parts(parts);
+    let jobs: Vec<(&TileSpec, (usize, usize))> =
+        specs.iter().flat_map(|s| ranges.iter().map(move |&r| (s, r))).collect();
     let out = OutPtr(y.as_mut_ptr());
-    ranges.par_iter().for_each(|&(ch0, ch1)| {
-        for s in specs {
-            let chunk = CH_CHUNK.min(ch1 - ch0);
-            with_scratch(k * s.w + chunk * s.w + s.cnt * chunk, |buf| {
-                let (xt, rest) = buf.split_at_mut(k * s.w);
-                let (yt, rows) = rest.split_at_mut(chunk * s.w);
-                transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
-                zero_padding(xt, s.cnt, s.w);
-                compute_chunks(kern, isa, xt, s.w, (ch0, ch1), yt, |a, b, done| {
-                    // These channels back to rows (SIMD transpose), then one copy per row.
-                    let width = b - a;
-                    transpose(isa, done, width, s.cnt, s.w, rows, width);
-                    for (m, src) in rows.chunks_exact_mut(width).take(s.cnt).enumerate() {
-                        if let Some(add) = add {
-                            let row = (s.c0 + m) * n;
-                            add_into(src, &add[row + a..row + b]);
-                        }
-                        // SAFETY: the row's channels a..b lie inside y ((c0 + m) * N + b <= M * N);
-                        // threads write disjoint channel ranges, and `rows` is this thread's scratch.
-                        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at((s.c0 + m) * n + a), width) };
+    jobs.par_iter().for_each(|&(s, (ch0, ch1))| {
+        let chunk = CH_CHUNK.min(ch1 - ch0);
+        with_scratch(k * s.w + chunk * s.w + s.cnt * chunk, |buf| {
+            let (xt, rest) = buf.split_at_mut(k * s.w);
+            let (yt, rows) = rest.split_at_mut(chunk * s.w);
+            pack_rows(isa, x, k, s, xt);
+            compute_chunks(kern, isa, xt, s.w, (ch0, ch1), yt, |a, b, done| {
+                // These channels back to rows (SIMD transpose), then one copy per row.
+                let width = b - a;
+                transpose(isa, done, width, s.cnt, s.w, rows, width);
+                for (m, src) in rows.chunks_exact_mut(width).take(s.cnt).enumerate() {
+                    if let Some(add) = add {
+                        let row = (s.c0 + m) * n;
+                        add_into(src, &add[row + a..row + b]);
                     }
-                });
-            })
-        }
+                    // SAFETY: the row's channels a..b lie inside y ((c0 + m) * N + b <= M * N);
+                    // jobs write disjoint (rows, channels) blocks, and `rows` is this thread's scratch.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out.at((s.c0 + m) * n + a), width) };
+                }
+            });
+        })
     });
 }
 
@@ -396,14 +454,15 @@ impl OutPtr {
         unsafe { self.0.add(i) }
     }
 }
-// SAFETY: used only by `channels_in_parallel`, whose jobs write disjoint channel columns.
+// SAFETY: used only by `grid`, whose jobs write disjoint (rows, channels) blocks of the output.
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
 fn jobs<K: TileKernel>(kern: &K, specs: &[TileSpec], xp: &[f32], yp: &mut [f32], parallel: bool) -> Vec<Tile> {
     let threads = rayon::current_num_threads();
-    let parts = if parallel { (4 * threads).div_ceil(specs.len()).clamp(1, kern.n().div_ceil(8).max(1)) } else { 1 };
+    let widest = specs.iter().map(|s| s.w).max().unwrap_or(LANES);
+    let parts = if parallel { plan_parts(specs.len(), widest, kern.macs_per_col(), kern.n(), threads) } else { 1 };
     let ranges = kern.channel_parts(parts);
     let mut jobs = Vec::with_capacity(specs.len() * ranges.len());
     for s in specs {
@@ -517,4 +576,96 @@ pub(crate) fn balanced_parts(prefix: &[usize], parts: usize, align: usize) -> Ve
         out.push((0, n));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BERT-base's 768x768 projection at 90% sparsity: nonzeros plus the bias per row.
+    const MPC: usize = 768 * 768 / 10 + 768;
+
+    fn jobs(rows: usize, s: Split) -> usize {
+        rows.div_ceil(s.w) * s.parts
+    }
+
+    #[test]
+    fn work_runs_in_parallel_from_half_a_million_multiply_adds() {
+        for rows in [128, 2048, 20] {
+            assert!(parallel_split(rows, 768, MPC, 768, 2).is_some(), "{rows} rows");
+        }
+        assert_eq!(parallel_split(2048, 768, MPC, 768, 1), None);
+        assert_eq!(parallel_split(4, 64, 64 * 64, 64, 2), None);
+        assert_eq!(parallel_split(2048, 768, MPC, 768, 2), Some(Split { w: 64, parts: 1 }));
+    }
+
+    #[test]
+    fn two_threads_split_long_inputs_by_rows_and_short_ones_by_channels() {
+        assert_eq!(plan_rows(128, 768, MPC, 768, 2), Split { w: 64, parts: 1 });
+        assert_eq!(plan_rows(2048, 768, MPC, 768, 2), Split { w: 64, parts: 1 });
+        assert_eq!(plan_rows(20, 768, MPC, 768, 2), Split { w: 32, parts: 2 });
+        assert_eq!(plan_rows(1, 768, MPC, 768, 2), Split { w: 16, parts: 2 });
+    }
+
+    #[test]
+    fn many_threads_on_few_rows_get_a_grid_that_keeps_every_thread_busy() {
+        for rows in [64, 100, 128, 200] {
+            let s = plan_rows(rows, 768, MPC, 768, 16);
+            // One round of jobs that leaves at most a few threads idle.
+            assert!(s.parts > 1 && (12..=16).contains(&jobs(rows, s)), "{rows} rows: {s:?}");
+        }
+        // A 128-token sequence: 4x4 jobs of 32 rows by a quarter of the channels.
+        assert_eq!(plan_rows(128, 768, MPC, 768, 16), Split { w: 32, parts: 4 });
+        // Enough rows for every thread: whole tiles, no channel split.
+        assert_eq!(plan_rows(64 * 128, 768, MPC, 768, 16), Split { w: 64, parts: 1 });
+    }
+
+    #[test]
+    fn channels_first_tiles_are_split_only_when_threads_would_idle() {
+        // 2 threads: one tile is split in two; an even count of tiles is not split; three tiles
+        // become six half-tile jobs (three rounds, 1.5 tiles' time) rather than two rounds of
+        // whole tiles (2 tiles' time).
+        assert_eq!(plan_parts(1, 64, MPC, 768, 2), 2);
+        assert_eq!(plan_parts(4, 64, MPC, 768, 2), 1);
+        assert_eq!(plan_parts(3, 64, MPC, 768, 2), 2);
+        // Small work is not split finer than it pays: 24 output channels never split.
+        assert_eq!(plan_parts(1, 16, 64 * 24, 24, 16), 1);
+        for threads in [2, 4, 16] {
+            for tiles in [1, 2, 3, 5, 16, 40, 64] {
+                let p = plan_parts(tiles, 64, MPC, 768, threads);
+                assert!((1..=threads).contains(&p), "{tiles} tiles on {threads} threads: {p}");
+                if tiles % threads == 0 {
+                    assert_eq!(p, 1, "{tiles} tiles on {threads} threads");
+                }
+                if tiles < threads {
+                    // At most a quarter of the threads idle (15 jobs of a fifth of a tile beat
+                    // 18 of a sixth, which take two rounds).
+                    assert!(
+                        4 * tiles * p >= 3 * threads,
+                        "{tiles} tiles on {threads} threads: {p} leaves threads idle"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_is_the_cheapest_candidate_and_never_splits_narrow_outputs_finely() {
+        for threads in [2, 3, 4, 8, 16, 64] {
+            for rows in [1, 5, 16, 17, 33, 64, 100, 128, 129, 500, 4096] {
+                for (k, n, mpc) in [(768, 768, MPC), (768, 3072, 4 * MPC), (64, 24, 64 * 24), (3072, 768, 4 * MPC)] {
+                    let s = plan_rows(rows, k, mpc, n, threads);
+                    assert!(s.w / LANES * LANES == s.w && s.w <= COL_TILE && s.parts >= 1, "{s:?}");
+                    assert!(s.parts <= threads && (s.parts == 1 || n / s.parts >= MIN_PART_CHANNELS), "{s:?}");
+                    let cost = split_cost(rows, k, mpc, threads, s);
+                    for v in 1..=COL_TILE / LANES {
+                        for parts in 1..=threads.min(n / MIN_PART_CHANNELS).max(1) {
+                            let other = Split { w: v * LANES, parts };
+                            assert!(cost <= split_cost(rows, k, mpc, threads, other), "{s:?} vs {other:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
