@@ -19,10 +19,10 @@ const PAR_MIN_MACS: usize = 1 << 19;
 const PAR_SPLIT_MACS: usize = 1 << 24;
 /// Below this many floats the layout copies (pack, unpack) run on the calling thread.
 const PAR_MIN_COPY: usize = 1 << 16;
-/// Output channels computed at a time in a row-major tile: their outputs (64 KiB for a 64-row
+/// Output channels computed at a time in a row-major tile: their outputs (60 KiB for a 64-row
 /// tile) stay in cache through every block of input channels and are written to `y` right after,
-/// so no tile's whole output is ever laid out (a multiple of the dense panel width).
-const CH_CHUNK: usize = 256;
+/// so no tile's whole output is ever laid out (a multiple of both dense panel widths, 6 and 8).
+const CH_CHUNK: usize = 240;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
 /// contiguous, `yt` the output of those channels, `[ch1 - ch0][w]` contiguous (channel `ch0`'s

@@ -21,7 +21,7 @@ mod transpose;
 
 pub use attention::{attention, reference_attention, AttnAxis, AttnLayout};
 pub use cache::l1d_bytes;
-pub use dense::DenseMatrix;
+pub use dense::{dense_panel, DenseMatrix};
 pub use isa::Isa;
 pub use norm::{layer_norm, reference_layer_norm};
 pub use sparse::{default_kblock, SparseMatrix};

@@ -1,7 +1,7 @@
 //! One shared battery: every ISA path of every kernel against the straight-loop reference.
 
 use proptest::prelude::*;
-use sparsepipe_kernels::{reference_linear, Epilogue, Isa, PackedLinear};
+use sparsepipe_kernels::{dense_panel, reference_linear, DenseMatrix, Epilogue, Isa, PackedLinear};
 
 /// Deterministic pseudo-random weights with the requested fraction of exact zeros.
 fn weights(k: usize, n: usize, sparsity: f64, seed: u64) -> Vec<f32> {
@@ -167,6 +167,40 @@ fn many_threads_split_few_rows_over_tiles_and_channels() {
             }
         });
     }
+}
+
+#[test]
+fn dense_panels_of_six_and_eight_match_on_every_isa() {
+    // Both panel widths on every ISA (each CPU packs for its own), K over several L1 blocks and
+    // shorter than one, channel counts off the panel width, every epilogue, row-major and
+    // channels-first, one and two threads.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for &(k, n) in &[(1100usize, 29usize), (40, 50), (300, 7), (0, 9)] {
+        let w = weights(k, n, 0.0, 21);
+        for kind in 0..5u8 {
+            let epi = epilogue(kind, n, 22);
+            for panel in [6, 8] {
+                let packed =
+                    PackedLinear::Dense(DenseMatrix::with_panel(k, n, |r, c| w[r * n + c], epi.clone(), panel));
+                for (outer, inner) in [(1, 1), (17, 1), (64, 1), (100, 1), (3, 37)] {
+                    let x = inputs(outer * k * inner, 23);
+                    let want = reference_linear(&w, k, n, &epi, &x, outer, inner);
+                    for isa in Isa::available() {
+                        let mut y = vec![f32::NAN; outer * n * inner];
+                        pool.install(|| packed.run(isa, &x, outer, inner, &mut y).unwrap());
+                        for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                            assert!(
+                                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                                "panel {panel} {isa} k={k} n={n} {outer}x{inner} epilogue {kind}: y[{i}] = {a}, want {b}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(dense_panel(Isa::Avx2), 6);
+    assert_eq!(dense_panel(Isa::Portable), 8);
 }
 
 #[test]
