@@ -488,6 +488,26 @@ def test_isa_does_not_change_results(
         )
 
 
+@pytest.mark.parametrize("which", ["bert", "convnet"])
+def test_dense_backend_auto_is_the_default_and_changes_no_output(
+    model_zoo: Any, assert_close: Callable[..., None], which: str
+) -> None:
+    """By default each dense weight shape is timed on tract's matmul and on our dense kernel at
+    load and runs on the faster; the outputs are those of either backend."""
+    path, model = model_zoo.get(which, 0.0)
+    auto = sparsepipe.Engine(path, batch_size=2)
+    tract = sparsepipe.Engine(path, batch_size=2, dense_backend="tract")
+    report = auto.sparsity_report()
+    assert {r["kernel"] for r in report} == {"dense"}
+    assert {r["isa"] for r in report} <= {"tract", auto.isa}
+    by_shape: dict[Any, set[str]] = {}
+    for r in report:
+        by_shape.setdefault((r["pattern"], tuple(r["shape"])), set()).add(r["isa"])
+    assert all(len(v) == 1 for v in by_shape.values()), by_shape
+    feeds = om.sample_inputs(model, 2, 10, 2)
+    assert_close(auto(feeds), tract(feeds), auto.output_names, rel=1e-4, context=which)
+
+
 @pytest.mark.parametrize("which", ["mlp", "bert", "convnet"])
 def test_dense_backend_sparsepipe(
     model_zoo: Any,
@@ -496,7 +516,7 @@ def test_dense_backend_sparsepipe(
     which: str,
 ) -> None:
     path, model = model_zoo.get(which, 0.0)
-    tract = sparsepipe.Engine(path)
+    tract = sparsepipe.Engine(path, dense_backend="tract")
     ours = sparsepipe.Engine(path, dense_backend="sparsepipe")
     assert {r["kernel"] for r in tract.sparsity_report()} == {"dense"}
     assert {r["isa"] for r in tract.sparsity_report()} == {"tract"}

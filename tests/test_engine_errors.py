@@ -517,7 +517,7 @@ def test_invalid_token_ids_are_diagnosed(bert: tuple[Path, Any, Any], case: str)
         ({"sparsity_threshold": -0.01}, ("sparsity_threshold",)),
         ({"sparsity_threshold": math.nan}, ("sparsity_threshold", "NaN")),
         ({"batch_size": 0}, ("batch_size", "at least 1")),
-        ({"dense_backend": "cuda"}, ("dense_backend", "cuda", "'tract'", "'sparsepipe'")),
+        ({"dense_backend": "cuda"}, ("dense_backend", "cuda", "'auto'", "'tract'", "'sparsepipe'")),
         ({"dense_backend": ""}, ("dense_backend", "'tract'")),
         ({"isa": "neon"}, ("isa", "neon", "'portable'")),
         ({"isa": "sse4"}, ("isa", "sse4", "'avx2'")),

@@ -14,7 +14,7 @@ class Engine:
         batch_size: Optional[int] = None,
         num_threads: Optional[int] = None,
         sparsity_threshold: float = 0.5,
-        dense_backend: str = "tract",
+        dense_backend: str = "auto",
         isa: Optional[str] = None,
         fuse: bool = True,
     ) -> None: ...

@@ -74,7 +74,9 @@ class Engine:
         num_threads: threads to use; ``None`` uses all cores (or ``$SPARSEPIPE_NUM_THREADS``).
         sparsity_threshold: weights with at least this fraction of zeros use the sparse kernels;
             a value above 1 disables them.
-        dense_backend: who runs the other weights: ``"tract"`` (default) or ``"sparsepipe"``.
+        dense_backend: who runs the other weights: ``"auto"`` (default: whichever of tract's
+            matmul and our dense kernel is faster on each weight's shape, timed at load on these
+            threads, a symbolic axis at 128), ``"tract"`` or ``"sparsepipe"``.
         isa: force a kernel instruction set (``"avx512"``, ``"avx2"``, ``"portable"``).
         fuse: run recognised subgraphs (scaled dot-product attention: ``q·kᵀ``, scale, additive
             mask, softmax, ``·v``; layer normalization) as one fused op each (default);
@@ -88,7 +90,7 @@ class Engine:
         batch_size: Optional[int] = None,
         num_threads: Optional[int] = None,
         sparsity_threshold: float = 0.5,
-        dense_backend: str = "tract",
+        dense_backend: str = "auto",
         isa: Optional[str] = None,
         fuse: bool = True,
     ) -> None:
@@ -101,7 +103,7 @@ class Engine:
             batch_size=_positive_int("batch_size", batch_size),
             num_threads=_positive_int("num_threads", num_threads),
             sparsity_threshold=_threshold(sparsity_threshold),
-            dense_backend=_choice("dense_backend", dense_backend, ("tract", "sparsepipe")),
+            dense_backend=_choice("dense_backend", dense_backend, ("auto", "tract", "sparsepipe")),
             isa=None if isa is None else _choice("isa", isa, ("avx512", "avx2", "portable")),
             fuse=_flag("fuse", fuse),
         )

@@ -43,7 +43,7 @@ impl Default for EngineOptions {
             batch_size: None,
             num_threads: None,
             sparsity_threshold: 0.5,
-            dense_backend: DenseBackend::Tract,
+            dense_backend: DenseBackend::Auto,
             isa: None,
             fuse: true,
         }
@@ -90,10 +90,16 @@ pub struct FusionMiss {
 
 /// Says why each weight matmul a missed fusion needs runs on tract's matmul: the sparsity
 /// threshold and dense backend options, or a layout our kernels do not take.
-fn explain_tract_matmuls(misses: &mut [FusionMiss], report: &[LayerReport]) {
+fn explain_tract_matmuls(misses: &mut [FusionMiss], report: &[LayerReport], dense: DenseBackend) {
     for m in misses.iter_mut().filter(|m| m.reason == passes::ON_TRACT_MATMUL) {
         let chosen = report.iter().any(|l| Some(&l.node) == m.related.as_ref() && l.isa == "tract");
-        m.reason = if chosen {
+        m.reason = if chosen && dense == DenseBackend::Auto {
+            format!(
+                "{}: its weight is below sparsity_threshold and tract's matmul was faster on its shape when \
+                 timed at load (load with dense_backend='sparsepipe' to run it on ours)",
+                m.reason
+            )
+        } else if chosen {
             format!(
                 "{}: its weight is below sparsity_threshold and dense_backend='tract' (load with \
                  dense_backend='sparsepipe' to run it on ours)",
@@ -164,8 +170,12 @@ impl Engine {
         passes::tdim_numeric::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::declutter(&mut typed).map_err(load_err(&path))?;
         let index_bounds = checks::index_bounds(&typed).map_err(load_err(&path))?;
-        let cfg =
-            weight_matmul::Config { sparsity_threshold: options.sparsity_threshold, dense: options.dense_backend, isa };
+        let cfg = weight_matmul::Config {
+            sparsity_threshold: options.sparsity_threshold,
+            dense: options.dense_backend,
+            isa,
+            pool: pool.pool().clone(),
+        };
         let mut report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
         let mut fused = vec![];
         let mut misses = vec![];
@@ -217,7 +227,7 @@ impl Engine {
                 fused.push(FusedOp { kind: "linear_chain", node: c.first });
             }
         }
-        explain_tract_matmuls(&mut misses, &report);
+        explain_tract_matmuls(&mut misses, &report, options.dense_backend);
         passes::embedding::run(&mut typed).map_err(load_err(&path))?;
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;

@@ -16,6 +16,7 @@ pub mod op;
 pub mod passes;
 pub mod report;
 pub mod threads;
+mod timing;
 
 pub use array::{Array, ArrayRef, DType, Data, DataRef, Dim, TensorInfo};
 pub use engine::{Engine, EngineOptions, FusedOp, FusionMiss, NodeTime};

@@ -117,7 +117,7 @@ fn every_unfused_candidate_says_why() {
     assert!(load(EngineOptions { fuse: false, ..Default::default() }).fusion_misses().is_empty());
     // Dense weights on tract's matmul: the attention fuses but its projections, the residual
     // adds and the feed-forward blocks cannot, and each says which option would let them.
-    let on_tract = load(EngineOptions::default());
+    let on_tract = load(EngineOptions { dense_backend: DenseBackend::Tract, ..Default::default() });
     let misses = on_tract.fusion_misses();
     for kind in ["qkv_projection", "residual_add", "linear_chain"] {
         let of_kind: Vec<_> = misses.iter().filter(|m| m.kind == kind).collect();

@@ -109,7 +109,7 @@ struct PyEngine {
 impl PyEngine {
     #[new]
     #[allow(clippy::too_many_arguments)] // one keyword argument per engine option
-    #[pyo3(signature = (model_path, *, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend="tract", isa=None, fuse=true))]
+    #[pyo3(signature = (model_path, *, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend="auto", isa=None, fuse=true))]
     fn new(
         py: Python<'_>,
         model_path: PathBuf,
@@ -121,12 +121,13 @@ impl PyEngine {
         fuse: bool,
     ) -> PyResult<Self> {
         let dense_backend = match dense_backend {
+            "auto" => DenseBackend::Auto,
             "tract" => DenseBackend::Tract,
             "sparsepipe" => DenseBackend::Sparsepipe,
             other => {
                 return Err(to_pyerr(
                     py,
-                    Error::Config(format!("dense_backend must be 'tract' or 'sparsepipe', got {other:?}")),
+                    Error::Config(format!("dense_backend must be 'auto', 'tract' or 'sparsepipe', got {other:?}")),
                 ))
             }
         };

@@ -30,7 +30,7 @@ def analyze(
     iterations: int = 10,
     num_threads: Optional[int] = None,
     sparsity_threshold: float = 0.5,
-    dense_backend: str = "tract",
+    dense_backend: str = "auto",
 ) -> dict[str, Any]:
     """Profile of ``model_path`` on random inputs: layers, time shares, FLOPs dense vs effective,
     the fused ops by kind and every fusion candidate left unfused with why.
@@ -203,8 +203,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--sparsity-threshold", type=float, default=0.5)
     p.add_argument(
         "--dense-backend",
-        default="tract",
-        help="who runs weights below the threshold: tract (default) or sparsepipe",
+        default="auto",
+        help="who runs weights below the threshold: auto (default: the faster on each shape, "
+        "timed at load), tract or sparsepipe",
     )
     p.add_argument("--json", default=None, help="also write the analysis as JSON")
     p.set_defaults(func=_run)

@@ -2,7 +2,11 @@
 //! layouts exporters produce) by a [`WeightLinear`] running our kernels, choosing sparse or dense
 //! per weight and folding the following bias and clamp into it.
 
-use sparsepipe_kernels::{Isa, PackedLinear};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rayon::ThreadPool;
+use sparsepipe_kernels::{Epilogue, Isa, PackedLinear};
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 
@@ -13,6 +17,9 @@ use crate::report::LayerReport;
 /// Who runs weights that are not sparse enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseBackend {
+    /// Whichever of the two is faster on the weight's shape, timed at load on the plan's threads
+    /// (once per distinct shape; a symbolic axis timed at [`crate::timing::SYMBOLIC_ROWS`]).
+    Auto,
     /// tract's own packed matmul (multi-threaded by its executor).
     Tract,
     /// sparsepipe's dense kernel.
@@ -26,6 +33,8 @@ pub struct Config {
     pub sparsity_threshold: f64,
     pub dense: DenseBackend,
     pub isa: Isa,
+    /// The pool plans run on, for [`DenseBackend::Auto`]'s timing.
+    pub pool: Arc<ThreadPool>,
 }
 
 /// How an EinSum's inputs map onto `[outer, K, inner] x [K, N]`.
@@ -46,6 +55,8 @@ struct Layout {
 /// Runs the pass; returns one report line per constant-weight matmul found.
 pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>> {
     let mut report = vec![];
+    // Auto's choice per (pattern, timed data shape, weight shape): true when tract was faster.
+    let mut timed: HashMap<(String, TVec<usize>, Vec<usize>), bool> = HashMap::new();
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some(es) = node.op_as::<EinSum>() else { continue };
@@ -67,7 +78,36 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
             plan_node: node.name.clone(),
             plan_output_channels: layout.n,
         };
-        if !sparse && cfg.dense == DenseBackend::Tract {
+        let on_tract = match cfg.dense {
+            _ if sparse => false,
+            DenseBackend::Tract => true,
+            DenseBackend::Sparsepipe => false,
+            DenseBackend::Auto => {
+                let facts: Vec<TypedFact> = model.node_input_facts(id)?.into_iter().cloned().collect();
+                let shape = crate::timing::timing_shape(&facts[layout.data_slot]);
+                let key = (es.axes.to_string(), shape.clone(), layout.weight.shape().to_vec());
+                match timed.get(&key) {
+                    Some(&tract_wins) => tract_wins,
+                    None => {
+                        let at = |kk: usize, nn: usize| w[layout.k_offsets[kk] + nn * layout.n_stride];
+                        let ours = PackedLinear::dense(layout.k, layout.n, at, Epilogue::default());
+                        let ours =
+                            WeightLinear::new(ours, layout.k_start, layout.k_axes, layout.out_axes.clone(), cfg.isa);
+                        let time = |op: Box<dyn TypedOp>, data_only: bool| {
+                            crate::timing::time_op(&facts, (layout.data_slot, data_only), &shape, op, &cfg.pool)
+                        };
+                        // A shape either side cannot be timed on stays with tract, as without timing.
+                        let tract_wins = match (time(Box::new(es.clone()), false), time(Box::new(ours), true)) {
+                            (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
+                            _ => true,
+                        };
+                        timed.insert(key, tract_wins);
+                        tract_wins
+                    }
+                }
+            }
+        };
+        if on_tract {
             line.isa = "tract".into();
             report.push(line);
             continue;

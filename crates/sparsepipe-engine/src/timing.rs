@@ -1,0 +1,66 @@
+//! Load-time timing of one operator on a node's inputs, to choose between two implementations.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::ThreadPool;
+use tract_core::internal::*;
+use tract_linalg::multithread::Executor;
+
+/// Rows a symbolic axis is timed at (one 128-token sequence): plans that serve every length
+/// are chosen for a typical one.
+pub const SYMBOLIC_ROWS: usize = 128;
+
+/// The concrete shape `fact` is timed at: its symbolic axes at 1, except the first at
+/// [`SYMBOLIC_ROWS`].
+pub fn timing_shape(fact: &TypedFact) -> TVec<usize> {
+    let mut first = true;
+    fact.shape
+        .iter()
+        .map(|d| match d.to_usize() {
+            Ok(v) => v,
+            Err(_) if std::mem::take(&mut first) => SYMBOLIC_ROWS,
+            Err(_) => 1,
+        })
+        .collect()
+}
+
+/// Seconds `op` takes on a node's inputs — `facts`, with the one at `data` fed a tensor of
+/// `shape` and every other a constant (or, with `data_only`, the data alone: an op holding its
+/// weight) — best of two runs after a warm-up, as a one-op plan optimized by tract and run on
+/// `pool` the way the engine runs its plans.
+pub fn time_op(
+    facts: &[TypedFact],
+    (data, data_only): (usize, bool),
+    shape: &[usize],
+    op: Box<dyn TypedOp>,
+    pool: &Arc<ThreadPool>,
+) -> TractResult<f64> {
+    let mut model = TypedModel::default();
+    let mut wires = tvec![];
+    for (slot, fact) in facts.iter().enumerate().filter(|(slot, _)| !data_only || *slot == data) {
+        let wire = if slot == data {
+            model.add_source("x", f32::fact(shape))?
+        } else {
+            let value = fact.konst.clone().context("a weight input is not a constant")?;
+            model.add_const(format!("c{slot}"), value)?
+        };
+        wires.push(wire);
+    }
+    let out = model.wire_node("op", op, &wires)?;
+    model.select_output_outlets(&out)?;
+    let options = RunOptions { executor: Some(Executor::MultiThread(pool.clone())), ..Default::default() };
+    let plan = model.into_optimized()?.into_runnable_with_options(&options)?;
+    let x = Tensor::from_shape(shape, &vec![0.5f32; shape.iter().product()])?;
+    pool.install(|| {
+        let mut best = f64::INFINITY;
+        for run in 0..3 {
+            let start = Instant::now();
+            plan.run(tvec![x.clone().into_tvalue()])?;
+            if run > 0 {
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    })
+}
