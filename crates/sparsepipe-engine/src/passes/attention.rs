@@ -101,7 +101,13 @@ fn plain_einsum(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Vec<
             return Ok(None);
         }
     }
-    Ok(positions(es))
+    let Some(axes) = positions(es) else { return Ok(None) };
+    // Axes of size 1 wherever they appear sum and broadcast nothing (the batch axis once the
+    // batch size is fixed at 1, squeezed on one side by tract): the op leaves them at index 0.
+    let (a, b) = (model.outlet_fact(node.inputs[0])?, model.outlet_fact(node.inputs[1])?);
+    let out = model.outlet_fact(OutletId::new(node.id, 0))?;
+    let unit = |fact: &TypedFact, axis: Option<usize>| axis.is_none_or(|i| fact.shape[i].to_usize().ok() == Some(1));
+    Ok(Some(axes.into_iter().filter(|p| !(unit(a, p.0) && unit(b, p.1) && unit(out, p.2))).collect()))
 }
 
 fn find(model: &TypedModel, softmax: usize) -> TractResult<Fit<Match>> {
