@@ -10,7 +10,7 @@ use tract_core::ops::element_wise::ElementWiseOp;
 
 use super::pattern::{is_tract_weight_matmul, miss, miss_at, only_succ, Fit, ON_TRACT_MATMUL};
 use super::Miss;
-use crate::op::{ChainedLinear, OutAxis, WeightLinear};
+use crate::op::{ChainedLinear, WeightLinear};
 
 /// One pair of linears now run as one op.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +47,12 @@ pub fn run(model: &mut TypedModel) -> TractResult<(Vec<Chained>, Vec<Miss>)> {
     Ok((chained, misses))
 }
 
-/// Whether `lin`, reading an input of rank `rank`, contracts its last axis alone and keeps the
-/// others in order, so that its output is row-major `[rows, N]`.
+/// Whether `lin`, reading an input of rank `rank`, contracts its last axis alone, so that its
+/// output is row-major `[rows, N]` in memory: the `weight_matmul` pass only maps outputs laid out
+/// as the input's other axes in order and then N, give or take size-1 axes (the batch axis tract
+/// squeezes away when the batch is fixed at 1).
 fn rows_in_rows_out(lin: &WeightLinear, rank: usize) -> bool {
-    let expected = (0..lin.k_start).map(OutAxis::Input).chain([OutAxis::N]);
-    lin.k_axes == 1 && lin.k_start + 1 == rank && lin.out_axes.iter().copied().eq(expected)
+    lin.k_axes == 1 && lin.k_start + 1 == rank
 }
 
 /// Whether `node` multiplies by a constant weight, on our kernels or on tract's.
