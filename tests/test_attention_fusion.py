@@ -195,11 +195,11 @@ def test_fused_equals_unfused_and_onnxruntime(
     fused = {n: sparsepipe.Engine(path, num_threads=n, dense_backend="tract") for n in (1, 2)}
     plain = sparsepipe.Engine(path, num_threads=1, fuse=False)
     # Planned for batch 1, tract squeezes the batch axis out of q·kᵀ and of the linears' outputs
-    # on one side: the attention and the feed-forward chains still fuse.
+    # on one side: the attention, the merged projections and the feed-forward chains still fuse.
     batch_one = sparsepipe.Engine(path, batch_size=1, dense_backend="tract")
     ops = fused[1].fused_ops()
     assert len(ops["attention"]) == 2, ops
-    for kind in ("attention", "layer_norm", "residual_add", "linear_chain"):
+    for kind in ("attention", "qkv_projection", "layer_norm", "residual_add", "linear_chain"):
         assert batch_one.fused_ops()[kind] == ops[kind], (kind, batch_one.fused_ops())
     # Two per layer (post-LN) or two per layer plus the final one (pre-LN).
     assert len(ops["layer_norm"]) == (5 if LAYOUTS[layout].get("pre_ln") else 4), ops

@@ -136,10 +136,11 @@ fn projection(
                 node,
             );
         };
-        // The channels must be the output's last axis, every other axis the input's in order.
+        // The input's last axes contracted and the channels the output's last axis, so the output
+        // is row-major `[rows, N]` and a view of the merged output has the same leading axes (the
+        // others are the input's in order, give or take size-1 axes: see `weight_matmul`).
         let rank = model.outlet_fact(node.inputs[0])?.rank();
-        let want: TVec<OutAxis> = (0..lin.k_start).map(OutAxis::Input).chain([OutAxis::N]).collect();
-        if lin.k_start + lin.k_axes != rank || lin.out_axes != want {
+        if lin.k_start + lin.k_axes != rank || lin.out_axes.last() != Some(&OutAxis::N) {
             return miss_at(format!("{role}'s linear does not keep its input's axes with the channels last"), node);
         }
         let n = lin.packed.n();
@@ -174,6 +175,7 @@ fn find(model: &TypedModel, att: usize) -> TractResult<Fit<Found>> {
         model.node(id).inputs[0] == input
             && l.k_start == lins[0].k_start
             && l.k_axes == lins[0].k_axes
+            && l.out_axes == lins[0].out_axes
             && l.isa == lins[0].isa
     };
     if lins.len() != 3 || !lins.iter().zip([a, b, c]).all(|(l, id)| same(l, id)) {
