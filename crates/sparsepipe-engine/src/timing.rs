@@ -1,6 +1,7 @@
 //! Load-time timing of one operator on a node's inputs, to choose between two implementations.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use rayon::ThreadPool;
@@ -63,4 +64,29 @@ pub fn time_op(
         }
         Ok(best)
     })
+}
+
+/// What a choice between implementations was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChoiceKey {
+    /// The einsum's axes.
+    pub pattern: String,
+    /// The data shape it was timed on.
+    pub data: TVec<usize>,
+    pub weight: Vec<usize>,
+    pub threads: usize,
+    pub isa: &'static str,
+}
+
+/// The choice made for `key` earlier in this process, else `decide()` (run without holding the
+/// lock) remembered: every engine this process loads runs a shape the same way on the same
+/// threads and ISA, so loading a model twice gives the same sums bit for bit, and times it once.
+pub fn remembered(key: ChoiceKey, decide: impl FnOnce() -> bool) -> bool {
+    static CHOICES: OnceLock<Mutex<HashMap<ChoiceKey, bool>>> = OnceLock::new();
+    let choices = CHOICES.get_or_init(Default::default);
+    if let Some(&chosen) = choices.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return chosen;
+    }
+    let chosen = decide();
+    *choices.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(chosen)
 }

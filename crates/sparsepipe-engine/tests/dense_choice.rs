@@ -53,6 +53,15 @@ fn auto_runs_each_dense_weight_on_the_faster_backend_with_the_same_outputs() {
                 })
                 .collect();
             let got = run(&auto, &inputs);
+            // A second load in this process makes the same choices: the same sums, bit for bit.
+            let again = load(DenseBackend::Auto);
+            let isas = |e: &Engine| e.sparsity_report().iter().map(|l| l.isa.clone()).collect::<Vec<_>>();
+            assert_eq!(isas(&again), isas(&auto), "{model}");
+            for (x, y) in run(&again, &inputs).iter().zip(&got) {
+                if let (Data::F32(x), Data::F32(y)) = (&x.data, &y.data) {
+                    assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()), "{model}: reloaded differs");
+                }
+            }
             for reference in [run(&tract, &inputs), run(&ours, &inputs)] {
                 for (x, y) in got.iter().zip(&reference) {
                     assert_eq!(x.shape, y.shape);

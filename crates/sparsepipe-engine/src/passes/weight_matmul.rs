@@ -2,7 +2,6 @@
 //! layouts exporters produce) by a [`WeightLinear`] running our kernels, choosing sparse or dense
 //! per weight and folding the following bias and clamp into it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::ThreadPool;
@@ -55,8 +54,6 @@ struct Layout {
 /// Runs the pass; returns one report line per constant-weight matmul found.
 pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>> {
     let mut report = vec![];
-    // Auto's choice per (pattern, timed data shape, weight shape): true when tract was faster.
-    let mut timed: HashMap<(String, TVec<usize>, Vec<usize>), bool> = HashMap::new();
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some(es) = node.op_as::<EinSum>() else { continue };
@@ -85,26 +82,26 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
             DenseBackend::Auto => {
                 let facts: Vec<TypedFact> = model.node_input_facts(id)?.into_iter().cloned().collect();
                 let shape = crate::timing::timing_shape(&facts[layout.data_slot]);
-                let key = (es.axes.to_string(), shape.clone(), layout.weight.shape().to_vec());
-                match timed.get(&key) {
-                    Some(&tract_wins) => tract_wins,
-                    None => {
-                        let at = |kk: usize, nn: usize| w[layout.k_offsets[kk] + nn * layout.n_stride];
-                        let ours = PackedLinear::dense(layout.k, layout.n, at, Epilogue::default());
-                        let ours =
-                            WeightLinear::new(ours, layout.k_start, layout.k_axes, layout.out_axes.clone(), cfg.isa);
-                        let time = |op: Box<dyn TypedOp>, data_only: bool| {
-                            crate::timing::time_op(&facts, (layout.data_slot, data_only), &shape, op, &cfg.pool)
-                        };
-                        // A shape either side cannot be timed on stays with tract, as without timing.
-                        let tract_wins = match (time(Box::new(es.clone()), false), time(Box::new(ours), true)) {
-                            (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
-                            _ => true,
-                        };
-                        timed.insert(key, tract_wins);
-                        tract_wins
+                let key = crate::timing::ChoiceKey {
+                    pattern: es.axes.to_string(),
+                    data: shape.clone(),
+                    weight: layout.weight.shape().to_vec(),
+                    threads: cfg.pool.current_num_threads(),
+                    isa: cfg.isa.name(),
+                };
+                crate::timing::remembered(key, || {
+                    let at = |kk: usize, nn: usize| w[layout.k_offsets[kk] + nn * layout.n_stride];
+                    let ours = PackedLinear::dense(layout.k, layout.n, at, Epilogue::default());
+                    let ours = WeightLinear::new(ours, layout.k_start, layout.k_axes, layout.out_axes.clone(), cfg.isa);
+                    let time = |op: Box<dyn TypedOp>, data_only: bool| {
+                        crate::timing::time_op(&facts, (layout.data_slot, data_only), &shape, op, &cfg.pool)
+                    };
+                    // A shape either side cannot be timed on stays with tract, as without timing.
+                    match (time(Box::new(es.clone()), false), time(Box::new(ours), true)) {
+                        (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
+                        _ => true,
                     }
-                }
+                })
             }
         };
         if on_tract {
