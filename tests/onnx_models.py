@@ -4,11 +4,11 @@ Every model is built with the ``onnx.helper`` API at opset 17 and IR version 8, 
 by a seeded ``numpy.random.Generator``. The dense weights depend only on the seed and the sizes, so
 the models built at different sparsities are pruned versions of the same dense model.
 
-Pruning is unstructured magnitude pruning: in every weight of a MatMul, a Gemm or a 1x1 Conv the
-``round(sparsity * size)`` entries of smallest magnitude are set to exactly zero, and the survivors
-are rescaled so that the matrix keeps its Frobenius norm (activations keep the same scale at every
-sparsity). Biases, embeddings, LayerNorm parameters and 3x3 / depthwise kernels stay dense, and no
-weight is ever zero at sparsity 0.
+Pruning is unstructured magnitude pruning: in every weight of a MatMul, a Gemm or a group-1
+Conv the ``round(sparsity * size)`` entries of smallest magnitude are set to exactly zero, and the
+survivors are rescaled so that the matrix keeps its Frobenius norm (activations keep the same
+scale at every sparsity). Biases, embeddings, LayerNorm parameters and depthwise kernels stay
+dense, and no weight is ever zero at sparsity 0.
 
 Models (``MODELS``):
 
@@ -87,7 +87,7 @@ DEFAULT_SIZES: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class WeightInfo:
-    """A constant weight of a MatMul, Gemm or 1x1 Conv node and its fraction of exact zeros."""
+    """A constant weight of a MatMul, Gemm or group-1 Conv node and its fraction of exact zeros."""
 
     node: str
     op_type: str
@@ -404,9 +404,9 @@ def _conv(
     bias: bool = True,
     gain: float = 2.0,
 ) -> str:
-    """Conv with a [cout, cin/group, k, k] kernel; pruned only when it is a 1x1 group-1 conv."""
+    """Conv with a [cout, cin/group, k, k] kernel; pruned unless it is grouped (depthwise)."""
     fan_in = cin // group * k * k
-    prune = k == 1 and group == 1
+    prune = group == 1
     shape = (cout, cin // group, k, k)
     w = g.weight(f"{prefix}.weight", shape, fan_in, prune=prune, gain=gain)
     inputs = [x, w]
@@ -625,7 +625,7 @@ def save(model: onnx.ModelProto, directory: str | Path, filename: str | None = N
 
 
 def prunable_weights(model: onnx.ModelProto) -> list[WeightInfo]:
-    """List the constant weights of MatMul, Gemm and 1x1 group-1 Conv nodes with their sparsity."""
+    """List the constant weights of MatMul, Gemm and group-1 Conv nodes with their sparsity."""
     inits = {t.name: t for t in model.graph.initializer}
     found = []
     for node in model.graph.node:
@@ -637,7 +637,7 @@ def prunable_weights(model: onnx.ModelProto) -> list[WeightInfo]:
         w = numpy_helper.to_array(tensor)
         if node.op_type == "Conv":
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            if attrs.get("group", 1) != 1 or tuple(w.shape[2:]) != (1, 1):
+            if attrs.get("group", 1) != 1:
                 continue
         sparsity = float(np.count_nonzero(w == 0)) / w.size
         found.append(WeightInfo(node.name, node.op_type, tensor.name, tuple(w.shape), sparsity))

@@ -177,6 +177,7 @@ impl Engine {
             pool: pool.pool().clone(),
         };
         let mut report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
+        report.extend(passes::conv::run(&mut typed, &cfg).map_err(load_err(&path))?);
         let mut fused = vec![];
         let mut misses = vec![];
         let mut missed = |kind: &'static str, found: Vec<passes::Miss>| {

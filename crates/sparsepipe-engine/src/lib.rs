@@ -5,6 +5,7 @@ mod add_op;
 pub mod array;
 mod attention_op;
 mod checks;
+mod conv_op;
 pub mod engine;
 pub mod error;
 mod external_data;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::threads::on_plan_pool;
-use sparsepipe_kernels::{Isa, PackedLinear};
+use sparsepipe_kernels::{Conv2d, Isa, PackedLinear, Residual};
 use tract_core::internal::*;
 
 /// Where an output axis comes from.
@@ -34,6 +34,8 @@ pub struct WeightLinear {
     pub(crate) isa: Isa,
     /// A second input, shaped like the output, is added to it (a residual connection).
     pub(crate) residual: bool,
+    /// The clamp applied after the residual is added (channels-first inputs only).
+    pub(crate) after_add: (f32, f32),
 }
 
 impl PartialEq for WeightLinear {
@@ -55,12 +57,25 @@ impl WeightLinear {
             out_axes: out_axes.into(),
             isa,
             residual: false,
+            after_add: (f32::NEG_INFINITY, f32::INFINITY),
         }
     }
 
     /// The kernel on `[outer, K, inner]` into `[outer, N, inner]`, plus `add` when given.
     fn compute(&self, xs: &[f32], outer: usize, inner: usize, add: Option<&[f32]>, ys: &mut [f32]) -> TractResult<()> {
-        self.packed.run_add(self.isa, xs, outer, inner, add, ys).map_err(|e| format_err!("{e}"))
+        let (min, max) = self.after_add;
+        match add {
+            Some(values) if min > f32::NEG_INFINITY || max < f32::INFINITY => {
+                // Channels-first (the pass checked): a 1x1 convolution of one-row images.
+                ensure!(inner > 1, "a clamp after the residual needs a channels-first input");
+                let g = Conv2d::new((self.packed.k(), 1, inner), (1, 1), (1, 1), (1, 1), (0, 0), (0, 0))
+                    .map_err(|e| format_err!("{e}"))?;
+                let r = Residual { values, min, max };
+                self.packed.run_conv(self.isa, &g, xs, outer, Some(r), ys)
+            }
+            _ => self.packed.run_add(self.isa, xs, outer, inner, add, ys),
+        }
+        .map_err(|e| format_err!("{e}"))
     }
 
     fn output_shape<D: DimLike>(&self, input: &[D]) -> TVec<D> {
@@ -82,7 +97,7 @@ impl Op for WeightLinear {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{} K={} N={} axes {}..{} isa={}{}{}",
+            "{} K={} N={} axes {}..{} isa={}{}{}{}",
             self.packed.kind(),
             self.packed.k(),
             self.packed.n(),
@@ -90,7 +105,8 @@ impl Op for WeightLinear {
             self.k_start + self.k_axes,
             self.isa,
             if self.packed.gelu() { " +gelu" } else { "" },
-            if self.residual { " +residual" } else { "" }
+            if self.residual { " +residual" } else { "" },
+            if self.after_add.0 > f32::NEG_INFINITY || self.after_add.1 < f32::INFINITY { " +clamp" } else { "" }
         )])
     }
 
@@ -99,7 +115,7 @@ impl Op for WeightLinear {
 
 /// A fresh output of shape `oshape` filled by `fill(residual, output)`; `residual`, when given,
 /// must have the output's shape. `fill` must write every element of the output.
-fn write_output(
+pub(crate) fn write_output(
     oshape: &[usize],
     residual: Option<&TValue>,
     fill: impl FnOnce(Option<&[f32]>, &mut [f32]) -> TractResult<()>,

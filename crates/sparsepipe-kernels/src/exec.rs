@@ -13,16 +13,11 @@ use crate::transpose::transpose;
 pub(crate) const COL_TILE: usize = 64;
 /// Below this many multiply-adds (about 15 us on one core) a call runs on the calling thread
 /// alone: joining the pool's (awake) threads costs more than splitting saves.
-const PAR_MIN_MACS: usize = 1 << 19;
-/// Splitting the output channels of one tile over threads moves the tile between cores (packed
-/// input out, results back), which costs more than it saves below this many multiply-adds.
-const PAR_SPLIT_MACS: usize = 1 << 24;
-/// Below this many floats the layout copies (pack, unpack) run on the calling thread.
-const PAR_MIN_COPY: usize = 1 << 16;
+pub(crate) const PAR_MIN_MACS: usize = 1 << 19;
 /// Output channels computed at a time in a row-major tile: their outputs (60 KiB for a 64-row
 /// tile) stay in cache through every block of input channels and are written to `y` right after,
 /// so no tile's whole output is ever laid out (a multiple of both dense panel widths, 6 and 8).
-const CH_CHUNK: usize = 240;
+pub(crate) const CH_CHUNK: usize = 240;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
 /// contiguous, `yt` the output of those channels, `[ch1 - ch0][w]` contiguous (channel `ch0`'s
@@ -61,91 +56,38 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-/// Where the columns of one packed tile come from: batch `b`, columns `c0..c0 + cnt`, stored
-/// `w` wide at float offset `xoff` (input, `K*w` floats) and `yoff` (output, `N*w`).
+/// One tile of rows: rows `c0..c0 + cnt`, packed `w` wide (a multiple of [`LANES`]).
 #[derive(Clone, Copy, Debug)]
 struct TileSpec {
-    b: usize,
     c0: usize,
     cnt: usize,
     w: usize,
-    xoff: usize,
-    yoff: usize,
 }
 
-/// Row-major tiles of at most `w` rows each (offsets unused: each tile is packed on its own).
+/// Row-major tiles of at most `w` rows each.
 fn row_tiles(cols: usize, w: usize) -> Vec<TileSpec> {
     (0..cols)
         .step_by(w)
         .map(|c0| {
             let cnt = w.min(cols - c0);
-            TileSpec { b: 0, c0, cnt, w: round_up(cnt, LANES), xoff: 0, yoff: 0 }
+            TileSpec { c0, cnt, w: round_up(cnt, LANES) }
         })
         .collect()
 }
 
-fn tile_specs(outer: usize, cols: usize, k: usize, n: usize) -> (Vec<TileSpec>, usize, usize) {
-    let mut specs = vec![];
-    let (mut xoff, mut yoff) = (0, 0);
-    for b in 0..outer {
-        for c0 in (0..cols).step_by(COL_TILE) {
-            let cnt = COL_TILE.min(cols - c0);
-            let w = round_up(cnt, LANES);
-            specs.push(TileSpec { b, c0, cnt, w, xoff, yoff });
-            xoff += k * w;
-            yoff += n * w;
-        }
-    }
-    (specs, xoff, yoff)
-}
-
-/// Computes `y = x·W (+ add)` where `x` is `[outer, K, inner]` and `y` and `add` are
-/// `[outer, N, inner]` (`inner == 1` is the row-major `[M, K]` case). Slice lengths are checked
-/// by the caller.
-pub(crate) fn run<K: TileKernel>(
-    kern: &K,
-    isa: Isa,
-    x: &[f32],
-    outer: usize,
-    inner: usize,
-    add: Option<&[f32]>,
-    y: &mut [f32],
-) {
+/// Computes `y = x·W (+ add)` for row-major `x: [rows, K]` and `y`, `add`: `[rows, N]` (slice
+/// lengths checked by the caller); channels-first calls run as 1x1 convolutions (`conv`).
+pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], rows: usize, add: Option<&[f32]>, y: &mut [f32]) {
     let (k, n) = (kern.k(), kern.n());
-    if outer == 0 || inner == 0 || n == 0 {
+    if rows == 0 || n == 0 {
         return;
     }
     let threads = rayon::current_num_threads();
-    let macs = kern.macs_per_col().saturating_mul(outer * inner);
-    if inner == 1 {
-        // Row-major: the M = `outer` rows are the columns of the tiles.
-        match parallel_split(outer, k, kern.macs_per_col(), n, threads) {
-            Some(split) if split.parts > 1 => grid(kern, isa, x, &row_tiles(outer, split.w), split.parts, add, y),
-            Some(split) => tiles_in_parallel(kern, isa, x, &row_tiles(outer, split.w), add, y, true),
-            None => tiles_in_parallel(kern, isa, x, &row_tiles(outer, COL_TILE), add, y, false),
-        }
-        return;
-    }
-    // Channels-first: `outer` batches of `inner` columns.
-    let cols = inner;
-    let (specs, xlen, ylen) = tile_specs(outer, cols, k, n);
-    let parallel = threads > 1 && macs >= PAR_SPLIT_MACS;
-    with_scratch(xlen + ylen, |buf| {
-        let (xp, yp) = buf.split_at_mut(xlen);
-        pack(x, k, cols, &specs, xp, parallel && x.len() >= PAR_MIN_COPY);
-        let jobs = jobs(kern, &specs, xp, yp, parallel);
-        // SAFETY: each job names one tile's packed input and a disjoint channel range of its output.
-        let run_job = |t: &Tile| unsafe { kern.tile(isa, t) };
-        if parallel {
-            jobs.par_iter().for_each(run_job);
-        } else {
-            jobs.iter().for_each(run_job);
-        }
-        let par_unpack = parallel && y.len() >= PAR_MIN_COPY;
-        unpack(yp, n, cols, &specs, y, par_unpack);
-    });
-    if let Some(a) = add {
-        add_into(y, a);
+    // The rows are the columns of the tiles.
+    match parallel_split(rows, k, kern.macs_per_col(), n, threads) {
+        Some(split) if split.parts > 1 => grid(kern, isa, x, &row_tiles(rows, split.w), split.parts, add, y),
+        Some(split) => tiles_in_parallel(kern, isa, x, &row_tiles(rows, split.w), add, y, true),
+        None => tiles_in_parallel(kern, isa, x, &row_tiles(rows, COL_TILE), add, y, false),
     }
 }
 
@@ -176,7 +118,7 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
 /// Computes channels `ch0..ch1` of the packed tile `xt` (`[K][w]`) a chunk of [`CH_CHUNK`]
 /// channels at a time into `buf`, handing each finished chunk (`[c1 - c0][w]`, channels
 /// `c0..c1`) to `emit`.
-fn compute_chunks<K: TileKernel>(
+pub(crate) fn compute_chunks<K: TileKernel>(
     kern: &K,
     isa: Isa,
     xt: &[f32],
@@ -298,8 +240,8 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
         MID.with(|cell| {
             let mut mid = cell.take();
             mid.resize(rows * n1, 0.0);
-            run(first, isa, x, rows, 1, None, &mut mid);
-            run(second, isa, &mid, rows, 1, add, y);
+            run(first, isa, x, rows, None, &mut mid);
+            run(second, isa, &mid, rows, add, y);
             cell.set(mid);
         });
         return;
@@ -459,66 +401,9 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
-fn jobs<K: TileKernel>(kern: &K, specs: &[TileSpec], xp: &[f32], yp: &mut [f32], parallel: bool) -> Vec<Tile> {
-    let threads = rayon::current_num_threads();
-    let widest = specs.iter().map(|s| s.w).max().unwrap_or(LANES);
-    let parts = if parallel { plan_parts(specs.len(), widest, kern.macs_per_col(), kern.n(), threads) } else { 1 };
-    let ranges = kern.channel_parts(parts);
-    let mut jobs = Vec::with_capacity(specs.len() * ranges.len());
-    for s in specs {
-        // SAFETY: xoff/yoff locate the tile inside the packed buffers (see `tile_specs`).
-        let (xt, yt) = unsafe { (xp.as_ptr().add(s.xoff), yp.as_mut_ptr().add(s.yoff)) };
-        for &(ch0, ch1) in &ranges {
-            // SAFETY: channel ch0's row of the tile's output lies inside the packed buffer.
-            let yt = unsafe { yt.add(ch0 * s.w) };
-            jobs.push(Tile { xt, yt, w: s.w, ch0, ch1 });
-        }
-    }
-    jobs
-}
-
-/// Copies channels-first `x` (`[outer, K, cols]`) into the packed tiles (`[K][w]` each).
-fn pack(x: &[f32], k: usize, cols: usize, specs: &[TileSpec], xp: &mut [f32], parallel: bool) {
-    let mut pieces = Vec::with_capacity(specs.len());
-    let mut rest = xp;
-    for s in specs {
-        let (head, tail) = rest.split_at_mut(k * s.w);
-        pieces.push((s, head));
-        rest = tail;
-    }
-    let body = |(s, dst): (&TileSpec, &mut [f32])| {
-        let src = &x[s.b * k * cols..];
-        for (r, d) in dst.chunks_exact_mut(s.w).enumerate() {
-            d[..s.cnt].copy_from_slice(&src[r * cols + s.c0..r * cols + s.c0 + s.cnt]);
-        }
-        zero_padding(dst, s.cnt, s.w);
-    };
-    if parallel {
-        pieces.into_par_iter().for_each(body);
-    } else {
-        pieces.into_iter().for_each(body);
-    }
-}
-
-/// Copies the packed output tiles (`[N][w]` each) into channels-first `y` (`[outer, N, cols]`).
-fn unpack(yp: &[f32], n: usize, cols: usize, specs: &[TileSpec], y: &mut [f32], parallel: bool) {
-    let body = |(b, dst): (usize, &mut [f32])| {
-        for s in specs.iter().filter(|s| s.b == b) {
-            for (r, src) in yp[s.yoff..s.yoff + n * s.w].chunks_exact(s.w).enumerate() {
-                dst[r * cols + s.c0..r * cols + s.c0 + s.cnt].copy_from_slice(&src[..s.cnt]);
-            }
-        }
-    };
-    if parallel {
-        y.par_chunks_mut(n * cols).enumerate().for_each(body);
-    } else {
-        y.chunks_mut(n * cols).enumerate().for_each(body);
-    }
-}
-
 /// Zeroes columns `cnt..w` of a packed `[K][w]` tile: the scratch it lives in may hold anything
 /// (subnormal floats among it would slow every multiply-add that reads them).
-fn zero_padding(tile: &mut [f32], cnt: usize, w: usize) {
+pub(crate) fn zero_padding(tile: &mut [f32], cnt: usize, w: usize) {
     if cnt < w {
         for row in tile.chunks_exact_mut(w) {
             row[cnt..].fill(0.0);

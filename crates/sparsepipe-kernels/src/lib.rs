@@ -11,7 +11,9 @@
 
 mod attention;
 mod cache;
+mod conv;
 mod dense;
+mod depthwise;
 mod exec;
 mod isa;
 mod norm;
@@ -21,7 +23,9 @@ mod transpose;
 
 pub use attention::{attention, reference_attention, AttnAxis, AttnLayout};
 pub use cache::l1d_bytes;
+pub use conv::{reference_conv, Conv2d};
 pub use dense::{dense_panel, DenseMatrix};
+pub use depthwise::{reference_depthwise, Depthwise};
 pub use isa::Isa;
 pub use norm::{layer_norm, reference_layer_norm};
 pub use sparse::{default_kblock, SparseMatrix};
@@ -77,6 +81,28 @@ impl Epilogue {
             }
             None => vec![0.0; n],
         }
+    }
+}
+
+/// A tensor added to a convolution's output after its epilogue, then clamped to `min..=max`
+/// (a residual connection, and the ReLU after it).
+#[derive(Debug, Clone, Copy)]
+pub struct Residual<'a> {
+    /// Laid out like the output.
+    pub values: &'a [f32],
+    pub min: f32,
+    pub max: f32,
+}
+
+impl<'a> Residual<'a> {
+    /// `values` added with no clamp after.
+    pub fn plain(values: &'a [f32]) -> Residual<'a> {
+        Residual { values, min: f32::NEG_INFINITY, max: f32::INFINITY }
+    }
+
+    /// Whether a clamp follows the addition.
+    pub fn clamps(&self) -> bool {
+        self.min > f32::NEG_INFINITY || self.max < f32::INFINITY
     }
 }
 
@@ -204,15 +230,57 @@ impl PackedLinear {
         y: &mut [f32],
     ) -> Result<(), KernelError> {
         check_io(isa, x, [outer, self.k(), inner], add, y, [outer, self.n(), inner])?;
+        if outer == 0 || inner == 0 {
+            return Ok(());
+        }
+        if inner > 1 {
+            // Channels-first: a 1x1 convolution of `outer` one-row images `inner` wide.
+            let g = Conv2d::new((self.k(), 1, inner), (1, 1), (1, 1), (1, 1), (0, 0), (0, 0))?;
+            let add = add.map(Residual::plain);
+            match self {
+                PackedLinear::Sparse(m) => conv::run_conv(m, isa, &g, x, outer, add, y),
+                PackedLinear::Dense(m) => conv::run_conv(m, isa, &g, x, outer, add, y),
+            }
+            return Ok(());
+        }
         match self {
-            PackedLinear::Sparse(m) => m.run(isa, x, outer, inner, add, y),
-            PackedLinear::Dense(m) => m.run(isa, x, outer, inner, add, y),
+            PackedLinear::Sparse(m) => m.run(isa, x, outer, add, y),
+            PackedLinear::Dense(m) => m.run(isa, x, outer, add, y),
         }
         Ok(())
     }
 }
 
 impl PackedLinear {
+    /// Computes the convolution `y = epi(conv(x, W))`, then `y = clamp(y + add)` when given
+    /// (a residual connection and the ReLU after it), of `x: [batch, C, H, W]` into `y` (and
+    /// `add.values`): `[batch, N, oh, ow]`, where this weight is the `[K, N]` matrix of `geom`
+    /// (`K = C·kh·kw`), in parallel on the current rayon pool.
+    pub fn run_conv(
+        &self,
+        isa: Isa,
+        geom: &Conv2d,
+        x: &[f32],
+        batch: usize,
+        add: Option<Residual<'_>>,
+        y: &mut [f32],
+    ) -> Result<(), KernelError> {
+        if geom.k() != self.k() {
+            return Err(KernelError::Shape(format!(
+                "the convolution has {} taps per output (C·kh·kw) but the weight {} input channels",
+                geom.k(),
+                self.k()
+            )));
+        }
+        let values = add.map(|r| r.values);
+        check_io(isa, x, [batch, geom.c, geom.h * geom.w], values, y, [batch, self.n(), geom.cols()])?;
+        match self {
+            PackedLinear::Sparse(m) => conv::run_conv(m, isa, geom, x, batch, add, y),
+            PackedLinear::Dense(m) => conv::run_conv(m, isa, geom, x, batch, add, y),
+        }
+        Ok(())
+    }
+
     /// Computes `y = then(self(x)) (+ add)` for row-major `x: [rows, K]` and `y`, `add:
     /// [rows, then.N]` (e.g. a transformer's feed-forward block: up-projection with GELU, then
     /// down-projection plus the residual), in parallel on the current rayon pool. Each tile of
@@ -248,7 +316,7 @@ impl PackedLinear {
 
 /// Checks that `isa` runs here and that `x`, `y` and `add` (laid out like `y`) hold exactly the
 /// products of the `[outer, channels, inner]` dims given for them.
-fn check_io(
+pub(crate) fn check_io(
     isa: Isa,
     x: &[f32],
     x_dims: [usize; 3],

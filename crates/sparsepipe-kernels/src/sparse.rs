@@ -176,8 +176,8 @@ impl SparseMatrix {
     }
 
     /// `y = x·W` (+ epilogue, + `add`) for `x: [outer, K, inner]`, `y: [outer, N, inner]`.
-    pub(crate) fn run(&self, isa: Isa, x: &[f32], outer: usize, inner: usize, add: Option<&[f32]>, y: &mut [f32]) {
-        crate::exec::run(self, isa, x, outer, inner, add, y)
+    pub(crate) fn run(&self, isa: Isa, x: &[f32], rows: usize, add: Option<&[f32]>, y: &mut [f32]) {
+        crate::exec::run(self, isa, x, rows, add, y)
     }
 }
 

@@ -1,7 +1,10 @@
 //! One shared battery: every ISA path of every kernel against the straight-loop reference.
 
 use proptest::prelude::*;
-use sparsepipe_kernels::{dense_panel, reference_linear, DenseMatrix, Epilogue, Isa, PackedLinear};
+use sparsepipe_kernels::{
+    dense_panel, reference_conv, reference_depthwise, reference_linear, Conv2d, DenseMatrix, Depthwise, Epilogue, Isa,
+    PackedLinear, Residual,
+};
 
 /// Deterministic pseudo-random weights with the requested fraction of exact zeros.
 fn weights(k: usize, n: usize, sparsity: f64, seed: u64) -> Vec<f32> {
@@ -83,6 +86,160 @@ proptest! {
         let w = weights(k, n, sparsity, seed);
         check(&w, k, n, epilogue(epi, n, seed), batch, hw, seed);
     }
+}
+
+/// Every ISA and both kinds against the reference convolution, with no addend, an addend, and
+/// an addend followed by a ReLU6 clamp.
+fn check_conv(g: &Conv2d, o: usize, sparsity: f64, epi: Epilogue, batch: usize, seed: u64) {
+    let k = g.k();
+    // `[O, K]` as stored by ONNX; the packed matrix is its transpose.
+    let w_ok = weights(o, k, sparsity, seed);
+    let x = inputs(batch * g.c * g.h * g.w, seed);
+    let want = reference_conv(g, &w_ok, o, &epi, &x, batch);
+    let add = inputs(want.len(), seed ^ 99);
+    let packs = [
+        PackedLinear::sparse(k, o, |r, c| w_ok[c * k + r], epi.clone()),
+        PackedLinear::dense(k, o, |r, c| w_ok[c * k + r], epi.clone()),
+    ];
+    for isa in Isa::available() {
+        for p in &packs {
+            let residuals = [None, Some(Residual::plain(&add)), Some(Residual { values: &add, min: 0.0, max: 6.0 })];
+            for r in residuals {
+                let mut y = vec![f32::NAN; want.len()];
+                p.run_conv(isa, g, &x, batch, r, &mut y).unwrap();
+                for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                    let b = r.map_or(*b, |r| (b + r.values[i]).max(r.min).min(r.max));
+                    let tol = 1e-4 * b.abs().max(1.0);
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "{} {isa} {g:?} o={o} batch={batch}: y[{i}] = {a}, want {b}",
+                        p.kind()
+                    );
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn convolutions_match_reference(
+        c in 1usize..12, o in 1usize..20, h in 1usize..14, w in 1usize..14,
+        k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)], kw_same in any::<bool>(),
+        sh in 1usize..3, sw in 1usize..3, dil in 1usize..3,
+        pads in (0usize..4, 0usize..4, 0usize..4, 0usize..4),
+        sparsity in prop_oneof![Just(0.0), Just(0.5), Just(0.9)], epi in 0u8..5,
+        batch in 1usize..4, seed in any::<u64>(),
+    ) {
+        let kw = if kw_same { k } else { 1 + (k + 1) % 4 };
+        let (pt, pl, pb, pr) = pads;
+        if let Ok(g) = Conv2d::new((c, h, w), (k, kw), (sh, sw), (dil, 1), (pt, pl), (pb, pr)) {
+            check_conv(&g, o, sparsity, epilogue(epi, o, seed), batch, seed);
+        }
+    }
+}
+
+/// Every ISA of the depthwise kernel against its reference, with no addend, an addend, and an
+/// addend followed by a ReLU6 clamp.
+fn check_depthwise(g: &Conv2d, epi: Epilogue, batch: usize, seed: u64) {
+    let w = weights(g.c, g.kh * g.kw, 0.0, seed);
+    let x = inputs(batch * g.c * g.h * g.w, seed);
+    let want = reference_depthwise(g, &w, &epi, &x, batch);
+    let add = inputs(want.len(), seed ^ 98);
+    let dw = Depthwise::new(g.c, (g.kh, g.kw), &w, epi).unwrap();
+    for isa in Isa::available() {
+        let residuals = [None, Some(Residual::plain(&add)), Some(Residual { values: &add, min: 0.0, max: 6.0 })];
+        for r in residuals {
+            let mut y = vec![f32::NAN; want.len()];
+            dw.run(isa, g, &x, batch, r, &mut y).unwrap();
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                let b = r.map_or(*b, |r| (b + r.values[i]).max(r.min).min(r.max));
+                let tol = 1e-4 * b.abs().max(1.0);
+                assert!((a - b).abs() <= tol, "depthwise {isa} {g:?} batch={batch}: y[{i}] = {a}, want {b}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn depthwise_convolutions_match_reference(
+        c in 1usize..10, h in 1usize..14, w in 1usize..14,
+        k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)], kw_same in any::<bool>(),
+        sh in 1usize..3, sw in 1usize..4, dil in 1usize..3,
+        pads in (0usize..4, 0usize..4, 0usize..4, 0usize..4),
+        epi in 0u8..5, batch in 1usize..4, seed in any::<u64>(),
+    ) {
+        let kw = if kw_same { k } else { 1 + (k + 1) % 4 };
+        let (pt, pl, pb, pr) = pads;
+        if let Ok(g) = Conv2d::new((c, h, w), (k, kw), (sh, sw), (1, dil), (pt, pl), (pb, pr)) {
+            check_depthwise(&g, epilogue(epi, c, seed), batch, seed);
+        }
+    }
+}
+
+#[test]
+fn depthwise_shapes_of_vision_models_match_in_parallel() {
+    // EfficientNet's 3x3 and 5x5 depthwise convolutions, stride 1 and 2, even and odd images.
+    let cases = [
+        Conv2d::new((24, 28, 28), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)).unwrap(),
+        Conv2d::new((16, 29, 27), (3, 3), (2, 2), (1, 1), (0, 0), (1, 1)).unwrap(),
+        Conv2d::new((40, 14, 14), (5, 5), (2, 2), (1, 1), (1, 1), (2, 2)).unwrap(),
+        Conv2d::new((96, 7, 7), (5, 5), (1, 1), (1, 1), (2, 2), (2, 2)).unwrap(),
+    ];
+    for threads in [1, 2, 5] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (i, g) in cases.iter().enumerate() {
+                check_depthwise(g, epilogue(4, g.c, i as u64), 1 + i % 3, i as u64);
+            }
+        });
+    }
+    let err = Depthwise::new(24, (3, 3), &[0.0; 5], Epilogue::default()).unwrap_err();
+    assert!(err.to_string().contains("24x3x3"), "{err}");
+    let dw = Depthwise::new(24, (3, 3), &[0.0; 24 * 9], Epilogue::default()).unwrap();
+    let err = dw.run(Isa::Portable, &cases[2], &[0.0; 40 * 196], 1, None, &mut [0.0; 40 * 49]).unwrap_err();
+    assert!(err.to_string().contains("40 channels"), "{err}");
+}
+
+#[test]
+fn convolution_shapes_of_vision_models_match_in_parallel() {
+    // A ResNet stem (7x7/2), 3x3 bottleneck convolutions (stride 1 and 2), a 1x1/2 downsample,
+    // odd images and a 1x1 image, on 1, 2 and 5 threads (few tiles: channels are split too).
+    let cases = [
+        (Conv2d::new((3, 31, 29), (7, 7), (2, 2), (1, 1), (3, 3), (3, 3)).unwrap(), 24),
+        (Conv2d::new((32, 14, 14), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)).unwrap(), 48),
+        (Conv2d::new((32, 13, 13), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)).unwrap(), 40),
+        (Conv2d::new((40, 7, 9), (1, 1), (2, 2), (1, 1), (0, 0), (0, 0)).unwrap(), 64),
+        (Conv2d::new((64, 1, 1), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)).unwrap(), 96),
+    ];
+    for threads in [1, 2, 5] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (i, (g, o)) in cases.iter().enumerate() {
+                for s in [0.0, 0.9] {
+                    check_conv(g, *o, s, epilogue(2, *o, i as u64), 1 + i % 2, i as u64);
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn convolution_errors_name_the_mismatch() {
+    let g = Conv2d::new((2, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)).unwrap();
+    let p = PackedLinear::dense(g.k() + 1, 3, |_, _| 1.0, Epilogue::default());
+    let err = p.run_conv(Isa::Portable, &g, &[0.0; 32], 1, None, &mut [0.0; 48]).unwrap_err();
+    assert!(err.to_string().contains("taps"), "{err}");
+    let p = PackedLinear::dense(g.k(), 3, |_, _| 1.0, Epilogue::default());
+    let err = p.run_conv(Isa::Portable, &g, &[0.0; 31], 1, None, &mut [0.0; 48]).unwrap_err();
+    assert!(err.to_string().contains("input has 31 values"), "{err}");
+    let err = p.run_conv(Isa::Portable, &g, &[0.0; 32], 1, None, &mut [0.0; 47]).unwrap_err();
+    assert!(err.to_string().contains("output has 47 values"), "{err}");
 }
 
 #[test]

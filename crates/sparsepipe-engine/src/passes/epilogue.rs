@@ -67,6 +67,38 @@ pub fn absorb(model: &TypedModel, node: usize, n_axis: usize, n: usize) -> Tract
     Ok(Absorbed { epilogue: Epilogue { bias, min, max, gelu }, last: cur, names })
 }
 
+/// Walks the single-successor chain after `node` absorbing `Max`/`Min` with one constant value
+/// each (a ReLU or clamp after a residual addition): `(min, max)`, the last node absorbed (`node`
+/// when none) and the absorbed nodes' names.
+pub fn clamps_after(model: &TypedModel, node: usize) -> TractResult<(f32, f32, usize, Vec<String>)> {
+    let (mut min, mut max) = (f32::NEG_INFINITY, f32::INFINITY);
+    let (mut cur, mut names) = (node, vec![]);
+    let outputs = model.output_outlets()?.to_vec();
+    while !outputs.contains(&OutletId::new(cur, 0)) {
+        let Some(succ) = model.single_succ(cur)? else { break };
+        let Some(bin) = succ.op_as::<TypedBinOp>() else { break };
+        if succ.inputs.len() != 2 || bin.1.is_some_and(|dt| dt != f32::datum_type()) {
+            break;
+        }
+        let other = if succ.inputs[0].node == cur { succ.inputs[1] } else { succ.inputs[0] };
+        let cur_fact = model.outlet_fact(OutletId::new(cur, 0))?;
+        let out_fact = model.outlet_fact(OutletId::new(succ.id, 0))?;
+        if out_fact.datum_type != f32::datum_type() || out_fact.shape != cur_fact.shape {
+            break;
+        }
+        let Some(c) = model.outlet_fact(other)?.konst.clone() else { break };
+        let Some(v) = per_channel(&c, cur_fact.rank(), usize::MAX, 1)? else { break };
+        match bin.0.name() {
+            "Max" => min = min.max(v[0]),
+            "Min" => max = max.min(v[0]),
+            _ => break,
+        }
+        names.push(succ.name.clone());
+        cur = succ.id;
+    }
+    Ok((min, max, cur, names))
+}
+
 /// The constant as one value per output channel, when it broadcasts only along `n_axis`.
 fn per_channel(c: &Tensor, rank: usize, n_axis: usize, n: usize) -> TractResult<Option<Vec<f32>>> {
     if c.datum_type() != f32::datum_type() || c.rank() > rank {

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod broadcast_add;
 pub mod chain;
+pub mod conv;
 pub mod embedding;
 pub mod epilogue;
 pub(crate) mod guarded;
