@@ -1,13 +1,19 @@
-"""Side-by-side latency of sparsepipe, onnxruntime and deepsparse on a pruned BERT-base.
+"""Side-by-side latency of sparsepipe, onnxruntime and deepsparse on pruned BERT-base, ResNet-50
+and the vision models in ../shared.
 
 The model is tests/onnx_models.py's ``bert`` at BERT-base shape (12 layers, hidden 768, 12 heads,
 FFN 3072, vocab 30522) with random weights, magnitude-pruned to each requested sparsity and cached
 as ``<cache-dir>/bert-base-s<sparsity>.onnx``; with ``--models synth`` (in the default) also the
 HF-export-shaped BERT-base that ``../shared/bench/synth_models.py bert`` writes (skipped with a
-message when ``../shared`` is absent). For every (sparsity, batch, threads) the engines
-run interleaved on identical inputs: each round runs every engine once, the order rotating from
-round to round, with a short pause between runs so no engine's spinning threads overlap the next
-one. The table gives the median latency per engine and the ratios to sparsepipe.
+message when ``../shared`` is absent); with ``--models resnet50`` the ResNet-50 that
+``synth_models.py resnet50`` writes at each sparsity (224x224 images), and with ``--models vision``
+the shipped EfficientNet-Lite0, YOLOv3-tiny and YOLOv8n of ``../shared/models`` (as they are; the
+sparsity column is their own). Image models run on an engine planned for the batch, as the vision
+pipelines do (``batch_size=B``); YOLOv8n's graph is fixed at one image. For every (sparsity,
+batch, threads) the engines run interleaved on identical inputs: each round runs every engine
+once, the order rotating from round to round, with a short pause between runs so no engine's
+spinning threads overlap the next one. The table gives the median latency per engine and the
+ratios to sparsepipe.
 
 deepsparse runs in this process when ``import deepsparse`` works here, or in a worker process
 (benches/_deepsparse_worker.py) under ``--deepsparse-python``; it compiles a static-shape copy of
@@ -46,7 +52,13 @@ os.environ.setdefault("NM_DISABLE_ANALYTICS", "True")
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = REPO.parent / "shared" / "bench" / "synth_models.py"
-MODELS = ("builder", "synth")
+MODELS = ("builder", "synth", "resnet50", "vision")
+SHARED_MODELS = REPO.parent / "shared" / "models"
+VISION = {
+    "efficientnet-lite0": "efficientnet-lite0-imagenet",
+    "yolov3-tiny": "yolov3-tiny-coco",
+    "yolov8n": "yolov8n-random",
+}
 WORKER = Path(__file__).with_name("_deepsparse_worker.py")
 ENGINES = ("sparsepipe", "onnxruntime", "deepsparse")
 BASE_SHAPE = {"hidden": 768, "heads": 12, "intermediate": 3072, "vocab_size": 30522}
@@ -154,22 +166,44 @@ def ensure_model(
     return path
 
 
-def ensure_synth_model(cache_dir: Path, sparsity: float) -> Path | None:
-    """Return ../shared/bench/synth_models.py's HF-export-shaped BERT-base at `sparsity` (built
-    once into the cache), or None when ../shared is absent."""
+def ensure_synth_model(cache_dir: Path, sparsity: float, kind: str = "bert") -> Path | None:
+    """Return ../shared/bench/synth_models.py's `kind` (the HF-export-shaped BERT-base, or
+    ResNet-50) at `sparsity` (built once into the cache), or None when ../shared is absent."""
     if not SYNTH.is_file():
         log(f"skipping the synth model: {SYNTH} is absent (../shared sits beside the repository)")
         return None
-    path = cache_dir / f"synth-bert-base-s{sparsity:g}.onnx"
+    stem = "synth-bert-base" if kind == "bert" else kind
+    path = cache_dir / f"{stem}-s{sparsity:g}.onnx"
     if not path.exists():
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, str(SYNTH), "bert", str(path), f"{sparsity:g}"],
+            [sys.executable, str(SYNTH), kind, str(path), f"{sparsity:g}"],
             check=True,
             stdout=subprocess.DEVNULL,
         )
         log(f"built {path} in {time.perf_counter() - start:.1f} s")
     return path
+
+
+def image_feeds(path: Path, batch: int) -> dict[str, np.ndarray]:
+    """Random normal images for the single image input of the ONNX file at `path`."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in model.graph.initializer}
+    (vi,) = [i for i in model.graph.input if i.name not in inits]
+    dims = [d.dim_value for d in vi.type.tensor_type.shape.dim][1:]
+    rng = np.random.default_rng(batch)
+    return {vi.name: rng.standard_normal((batch, *dims)).astype(np.float32)}
+
+
+def fixed_batch(path: Path) -> int | None:
+    """The batch size the graph at `path` is fixed to, or None when it is symbolic."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return None if dim.HasField("dim_param") else int(dim.dim_value)
 
 
 def input_names(path: Path) -> list[str]:
@@ -182,15 +216,16 @@ def input_names(path: Path) -> list[str]:
 
 
 def static_copy(src: Path, dst: Path, batch: int, seq: int) -> Path:
-    """Write a copy of `src` whose symbolic batch/sequence dims are fixed to `batch`/`seq`."""
+    """Write a copy of `src` whose symbolic batch/sequence dims are fixed to `batch`/`seq` (any
+    symbolic first axis is the batch)."""
     import onnx
 
     model = onnx.load(str(src))
     values = {"batch": batch, "sequence": seq}
     for vi in [*model.graph.input, *model.graph.output]:
-        for dim in vi.type.tensor_type.shape.dim:
-            if dim.HasField("dim_param") and dim.dim_param in values:
-                dim.dim_value = values[dim.dim_param]
+        for i, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param") and (dim.dim_param in values or i == 0):
+                dim.dim_value = values.get(dim.dim_param, batch)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(dst))
     return dst
@@ -227,10 +262,10 @@ class SparsepipeRunner(Runner):
 
     name = "sparsepipe"
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, batch_size: int | None = None) -> None:
         import sparsepipe
 
-        self.engine = sparsepipe.Engine(str(path), num_threads=threads)
+        self.engine = sparsepipe.Engine(str(path), num_threads=threads, batch_size=batch_size)
         self.args: list[np.ndarray] = []
 
     def set_inputs(self, feeds: dict[str, np.ndarray], order: Sequence[str]) -> None:
@@ -511,7 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--models",
         default="builder,synth",
         help="comma-separated: builder (tests/onnx_models.py's bert at the shape above), synth "
-        "(../shared/bench/synth_models.py bert: HF-export-shaped BERT-base)",
+        "(../shared/bench/synth_models.py bert: HF-export-shaped BERT-base), resnet50 "
+        "(synth_models.py resnet50), vision (../shared/models' EfficientNet-Lite0, YOLOv3-tiny, "
+        "YOLOv8n, as shipped)",
     )
     args = parser.parse_args(argv)
     models = parse_list(args.models, str)
@@ -587,8 +624,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(header), flush=True)
 
     results: list[dict[str, Any]] = []
-    points = [(m, s) for m in models for s in sparsities]
+    points = [(m, s) for m in models if m != "vision" for s in sparsities]
+    if "vision" in models:
+        points += [(name, None) for name in VISION]
     for model_kind, sparsity in points:
+        if model_kind in VISION:
+            path = SHARED_MODELS / VISION[model_kind] / "model.onnx"
+            if not path.is_file():
+                log(f"skipping {model_kind}: {path} is absent")
+                continue
+            results.extend(
+                bench_images(args, model_kind, path, batches, threads_list, ds_mode, engines)
+            )
+            continue
+        if model_kind == "resnet50":
+            found = ensure_synth_model(cache_dir, sparsity, "resnet50")
+            if found is None:
+                continue
+            results.extend(
+                bench_images(
+                    args, model_kind, found, batches, threads_list, ds_mode, engines, sparsity
+                )
+            )
+            continue
         if model_kind == "synth":
             found = ensure_synth_model(cache_dir, sparsity)
             if found is None:
@@ -629,8 +687,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def bench_images(
+    args: argparse.Namespace,
+    model_kind: str,
+    path: Path,
+    batches: Sequence[int],
+    threads_list: Sequence[int],
+    ds_mode: str | None,
+    engines: Sequence[str],
+    sparsity: float | None = None,
+) -> list[dict[str, Any]]:
+    """Time an image model at every (batch, threads); sparsepipe planned for each batch."""
+    import onnx
+
+    if sparsity is None:
+        weights = [
+            onnx.numpy_helper.to_array(t)
+            for t in onnx.load(str(path)).graph.initializer
+            if len(t.dims) >= 2
+        ]
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        sparsity = round(zeros / max(1, sum(w.size for w in weights)), 2)
+    fixed = fixed_batch(path)
+    records = []
+    for batch in batches:
+        if fixed is not None and batch != fixed:
+            log(f"skipping {model_kind} batch {batch}: the graph is fixed at batch {fixed}")
+            continue
+        feeds = image_feeds(path, batch)
+        for threads in threads_list:
+            shared: list[Runner] = []
+            if "sparsepipe" in engines:
+                shared.append(SparsepipeRunner(path, threads, batch_size=batch))
+            if "onnxruntime" in engines:
+                shared.append(OrtRunner(path, threads))
+            try:
+                rec = bench_one(
+                    None, args, path, sparsity, batch, 0, threads, shared, ds_mode, engines, feeds
+                )
+            finally:
+                for runner in shared:
+                    runner.close()
+            rec["model"] = model_kind
+            records.append(rec)
+            log(table_row(rec))
+    return records
+
+
 def bench_one(
-    om: ModuleType,
+    om: ModuleType | None,
     args: argparse.Namespace,
     path: Path,
     sparsity: float,
@@ -640,12 +745,16 @@ def bench_one(
     shared: Sequence[Runner],
     ds_mode: str | None,
     engines: Sequence[str],
+    feeds: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Time every engine on one (sparsity, batch, seq, threads) point and return the record."""
+    """Time every engine on one (sparsity, batch, seq, threads) point and return the record;
+    `feeds` are the inputs (default: BERT token ids of `batch` x `seq`)."""
     order = input_names(path)
-    feeds = om.sample_inputs(
-        "bert", batch, seq, rng=1000 * batch + seq, vocab_size=args.vocab, max_position=seq
-    )
+    if feeds is None:
+        assert om is not None
+        feeds = om.sample_inputs(
+            "bert", batch, seq, rng=1000 * batch + seq, vocab_size=args.vocab, max_position=seq
+        )
     feeds = {name: feeds[name] for name in order}
     runners = list(shared)
     extra: list[Runner] = []

@@ -232,7 +232,8 @@ class Engine:
         return self._engine.profile(arrays, iterations)
 
     def sparsity_report(self) -> list[dict[str, Any]]:
-        """One dict per constant-weight matmul: node, pattern, shape, k, n, sparsity, kernel
+        """One dict per constant-weight matmul or groups-1 convolution (``pattern`` ``"conv KxK
+        stride SxS"``, ``k`` = C·kh·kw): node, pattern, shape, k, n, sparsity, kernel
         (``"sparse"`` or ``"dense"``), isa (``"tract"`` when tract's matmul runs it), the
         fused bias/activation nodes and plan_node, the plan node that computes it (``node``
         itself, or the one linear that computes an attention's query, key and value; with a

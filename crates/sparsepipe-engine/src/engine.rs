@@ -230,6 +230,7 @@ impl Engine {
         }
         explain_tract_matmuls(&mut misses, &report, options.dense_backend);
         passes::embedding::run(&mut typed).map_err(load_err(&path))?;
+        passes::softmax::run(&mut typed, isa).map_err(load_err(&path))?;
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =
@@ -256,7 +257,7 @@ impl Engine {
         })
     }
 
-    /// Every constant-weight matmul and the kernel that runs it.
+    /// Every constant-weight matmul and groups-1 convolution, and the kernel that runs it.
     pub fn sparsity_report(&self) -> &[LayerReport] {
         &self.report
     }

@@ -16,6 +16,7 @@ mod normalize;
 pub mod op;
 pub mod passes;
 pub mod report;
+mod softmax_op;
 pub mod threads;
 mod timing;
 

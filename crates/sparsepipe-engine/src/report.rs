@@ -1,6 +1,6 @@
 //! What the engine did with each constant-weight matmul.
 
-/// One constant-weight matmul of the model and how it runs.
+/// One constant-weight matmul or groups-1 convolution of the model and how it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerReport {
     /// Node name in the decluttered graph (derived from the ONNX node name).

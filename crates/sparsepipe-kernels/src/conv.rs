@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::exec::{compute_chunks, plan_parts, with_scratch, zero_padding, TileKernel, COL_TILE, PAR_MIN_MACS};
+use crate::exec::{compute_chunks, plan_parts, with_scratch, zero_padding, Tile, TileKernel, COL_TILE, PAR_MIN_MACS};
 use crate::simd::LANES;
 use crate::{KernelError, Residual};
 
@@ -163,31 +163,60 @@ pub(crate) fn run_conv<K: TileKernel>(
         tiles.iter().flat_map(|&t| ranges.iter().map(move |&r| (t, r))).collect();
     let out = OutPtr(y.as_mut_ptr());
     let image = g.c * g.h * g.w;
+    // Adds the residual to (and clamps) `cnt` outputs at `at`, `src` being the sums.
+    let finish = |at: usize, src: &[f32], dst: &mut [f32]| match add {
+        Some(r) if r.clamps() => {
+            let sums = dst.iter_mut().zip(src.iter().zip(&r.values[at..at + src.len()]));
+            sums.for_each(|(d, (s, a))| *d = (s + a).max(r.min).min(r.max));
+        }
+        Some(r) => {
+            let sums = dst.iter_mut().zip(src.iter().zip(&r.values[at..at + src.len()]));
+            sums.for_each(|(d, (s, a))| *d = s + a);
+        }
+        None => dst.copy_from_slice(src),
+    };
     let body = |&((b, c0, cnt), (ch0, ch1)): &(TilePos, (usize, usize))| {
         let w = cnt.div_ceil(LANES) * LANES;
         let chunk = crate::exec::CH_CHUNK.min(ch1 - ch0);
-        with_scratch(k * w + chunk * w, |buf| {
+        // A whole tile is computed straight into `y` (its rows `cols` apart); a partial one,
+        // whose padded width would overrun its rows, through scratch.
+        let direct = cnt == w;
+        with_scratch(k * w + if direct { 0 } else { chunk * w }, |buf| {
             let (xt, yt) = buf.split_at_mut(k * w);
             g.gather(&x[b * image..(b + 1) * image], c0, cnt, xt, w);
+            if direct {
+                let mut a = ch0;
+                while a < ch1 {
+                    let e = (a + crate::exec::CH_CHUNK).min(ch1);
+                    let first = (b * n + a) * cols + c0;
+                    // SAFETY: channels a..e of image `b` hold `cnt == w` outputs from pixel c0,
+                    // rows `cols` apart, inside `y`; jobs write disjoint (image, pixels,
+                    // channels) blocks; `xt` holds the tile's K rows of `w` floats.
+                    let t = Tile { xt: xt.as_ptr(), yt: unsafe { out.at(first) }, w, ys: cols, ch0: a, ch1: e };
+                    // SAFETY: as above.
+                    unsafe { kern.tile(isa, &t) };
+                    if let Some(r) = add {
+                        for ch in a..e {
+                            let at = (b * n + ch) * cols + c0;
+                            // SAFETY: as above; the row was just written by this job alone.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), cnt) };
+                            for (d, v) in dst.iter_mut().zip(&r.values[at..at + cnt]) {
+                                *d = if r.clamps() { (*d + v).max(r.min).min(r.max) } else { *d + v };
+                            }
+                        }
+                    }
+                    a = e;
+                }
+                return;
+            }
             compute_chunks(kern, isa, xt, w, (ch0, ch1), yt, |a, e, done| {
                 for ch in a..e {
                     let at = (b * n + ch) * cols + c0;
-                    let src = &done[(ch - a) * w..][..cnt];
                     // SAFETY: channel `ch`'s pixels c0..c0 + cnt of image `b` lie inside `y`
                     // ((b·N + ch)·cols + c0 + cnt <= batch·N·cols); jobs write disjoint
                     // (image, pixels, channels) blocks.
                     let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), cnt) };
-                    match add {
-                        Some(r) if r.clamps() => {
-                            let sums = dst.iter_mut().zip(src.iter().zip(&r.values[at..at + cnt]));
-                            sums.for_each(|(d, (s, a))| *d = (s + a).max(r.min).min(r.max));
-                        }
-                        Some(r) => {
-                            let sums = dst.iter_mut().zip(src.iter().zip(&r.values[at..at + cnt]));
-                            sums.for_each(|(d, (s, a))| *d = s + a);
-                        }
-                        None => dst.copy_from_slice(src),
-                    }
+                    finish(at, &done[(ch - a) * w..][..cnt], dst);
                 }
             });
         })

@@ -244,14 +244,14 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix
     unsafe {
         let wp = m.panels.as_ptr().add(p * m.k * m.panel + sub);
         let xp = t.xt.add(b.c);
-        let out = t.yt.add((b.ch - t.ch0) * t.w + b.c);
+        let out = t.yt.add((b.ch - t.ch0) * t.ys + b.c);
         let mut acc = [[S::zero(); CB]; NR];
         for (r, row) in acc.iter_mut().enumerate() {
             if first {
                 *row = [S::splat(*m.bias.get_unchecked(b.ch + r)); CB];
             } else if r < b.valid {
                 for (v, a) in row.iter_mut().enumerate() {
-                    *a = S::load(out.add(r * t.w + v * LANES));
+                    *a = S::load(out.add(r * t.ys + v * LANES));
                 }
             }
         }
@@ -276,7 +276,7 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix
             for (v, &a) in row.iter().enumerate() {
                 let a = if gelu { crate::simd::gelu::<S>(a) } else { a };
                 let a = if clamp { S::min(S::max(a, lo), hi) } else { a };
-                S::store(out.add(r * t.w + v * LANES), a);
+                S::store(out.add(r * t.ys + v * LANES), a);
             }
         }
     }

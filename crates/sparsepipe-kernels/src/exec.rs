@@ -20,13 +20,14 @@ pub(crate) const PAR_MIN_MACS: usize = 1 << 19;
 pub(crate) const CH_CHUNK: usize = 240;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
-/// contiguous, `yt` the output of those channels, `[ch1 - ch0][w]` contiguous (channel `ch0`'s
-/// row first); `w` is a multiple of [`LANES`].
+/// contiguous, `yt` the output of those channels, `ch1 - ch0` rows of `w` floats `ys` apart
+/// (channel `ch0`'s row first); `w` is a multiple of [`LANES`], `ys >= w`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tile {
     pub xt: *const f32,
     pub yt: *mut f32,
     pub w: usize,
+    pub ys: usize,
     pub ch0: usize,
     pub ch1: usize,
 }
@@ -131,7 +132,7 @@ pub(crate) fn compute_chunks<K: TileKernel>(
     while a < ch1 {
         let b = (a + CH_CHUNK).min(ch1);
         assert!(xt.len() >= kern.k() * w && buf.len() >= (b - a) * w, "tile scratch too small");
-        let t = Tile { xt: xt.as_ptr(), yt: buf.as_mut_ptr(), w, ch0: a, ch1: b };
+        let t = Tile { xt: xt.as_ptr(), yt: buf.as_mut_ptr(), w, ys: w, ch0: a, ch1: b };
         // SAFETY: `xt` holds the tile's K rows of `w` floats and `buf` room for channels a..b.
         unsafe { kern.tile(isa, &t) };
         emit(a, b, &buf[..(b - a) * w]);
@@ -255,7 +256,7 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
             let mut a = 0;
             while a < n1 {
                 let b = (a + CH_CHUNK).min(n1);
-                let t = Tile { xt: xt.as_ptr(), yt: mid[a * s.w..].as_mut_ptr(), w: s.w, ch0: a, ch1: b };
+                let t = Tile { xt: xt.as_ptr(), yt: mid[a * s.w..].as_mut_ptr(), w: s.w, ys: s.w, ch0: a, ch1: b };
                 // SAFETY: `xt` holds the tile's K1 rows of `w` floats and `mid` room for N1 rows.
                 unsafe { first.tile(isa, &t) };
                 a = b;

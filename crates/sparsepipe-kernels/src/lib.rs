@@ -18,6 +18,7 @@ mod exec;
 mod isa;
 mod norm;
 mod simd;
+mod softmax;
 mod sparse;
 mod transpose;
 
@@ -28,6 +29,7 @@ pub use dense::{dense_panel, DenseMatrix};
 pub use depthwise::{reference_depthwise, Depthwise};
 pub use isa::Isa;
 pub use norm::{layer_norm, reference_layer_norm};
+pub use softmax::softmax_axis;
 pub use sparse::{default_kblock, SparseMatrix};
 
 use std::fmt;

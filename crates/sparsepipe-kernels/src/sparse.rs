@@ -266,7 +266,7 @@ unsafe fn sparse_tile<S: Simd, const CB: usize, const U: usize>(m: &SparseMatrix
                 if start == end && !first && !last {
                     continue;
                 }
-                let out = t.yt.add((ch - t.ch0) * w);
+                let out = t.yt.add((ch - t.ch0) * t.ys);
                 let mut acc = [[S::zero(); CB]; U];
                 if first {
                     acc[0] = [S::splat(*m.bias.get_unchecked(ch)); CB];

@@ -251,7 +251,7 @@ impl PyEngine {
             .collect()
     }
 
-    /// One dict per constant-weight matmul.
+    /// One dict per constant-weight matmul or groups-1 convolution.
     fn sparsity_report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         for l in self.inner.sparsity_report() {

@@ -12,6 +12,7 @@ mod pattern;
 pub use pattern::ON_TRACT_MATMUL;
 pub mod qkv;
 pub mod residual;
+pub mod softmax;
 pub(crate) mod tdim_numeric;
 pub mod weight_matmul;
 
