@@ -5,7 +5,9 @@
 
 use rayon::prelude::*;
 
-use crate::exec::{compute_chunks, plan_parts, with_scratch, zero_padding, Tile, TileKernel, COL_TILE, PAR_MIN_MACS};
+use crate::exec::{
+    compute_chunks, plan_parts, with_scratch, zero_padding, OutPtr, Tile, TileKernel, COL_TILE, PAR_MIN_MACS,
+};
 use crate::simd::LANES;
 use crate::{KernelError, Residual};
 
@@ -230,22 +232,6 @@ pub(crate) fn run_conv<K: TileKernel>(
 
 /// A tile of output pixels: image, first pixel, pixel count.
 type TilePos = (usize, usize, usize);
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    /// # Safety
-    /// `i` must be within the slice the pointer was taken from.
-    unsafe fn at(&self, i: usize) -> *mut f32 {
-        // SAFETY: forwarded to the caller.
-        unsafe { self.0.add(i) }
-    }
-}
-// SAFETY: used only by `run_conv`, whose jobs write disjoint blocks of the output.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
 
 /// Reference convolution `y = epi(conv(x, w)) ` with `w` `[O, C, kh, kw]`, straight loops in
 /// f64; used by tests.

@@ -386,18 +386,20 @@ fn grid<K: TileKernel>(
     });
 }
 
+/// An output slice's base pointer, shared by parallel jobs that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
 impl OutPtr {
     /// # Safety
     /// `i` must be within the slice the pointer was taken from.
-    unsafe fn at(&self, i: usize) -> *mut f32 {
+    pub(crate) unsafe fn at(&self, i: usize) -> *mut f32 {
         // SAFETY: forwarded to the caller.
         unsafe { self.0.add(i) }
     }
 }
-// SAFETY: used only by `grid`, whose jobs write disjoint (rows, channels) blocks of the output.
+// SAFETY: used only by jobs that write disjoint blocks of the output (`grid`, `conv::run_conv`,
+// `softmax_axis`), each inside the slice the pointer was taken from.
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}

@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use crate::exec::OutPtr;
 use crate::isa::Isa;
 use crate::simd::{Portable, Simd, LANES};
 use crate::KernelError;
@@ -53,22 +54,6 @@ pub fn softmax_axis(
     }
     Ok(())
 }
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    /// # Safety
-    /// `i` must be within the slice the pointer was taken from.
-    unsafe fn at(&self, i: usize) -> *mut f32 {
-        // SAFETY: forwarded to the caller.
-        unsafe { self.0.add(i) }
-    }
-}
-// SAFETY: used only by `softmax_axis`, whose jobs write disjoint columns.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
 
 /// # Safety
 /// `isa` supported; `x` holds `[n, inner]`, `y` points at the same extent.
