@@ -66,6 +66,28 @@ pub fn time_op(
     })
 }
 
+/// Whether tract's `theirs` (fed every input in `facts`, the weights as constants) runs faster
+/// than `ours` (built only when timed; it holds its weight and takes the data alone), with the
+/// input at slot `data` fed a tensor of `shape`. Timed once per `key` in this process (see
+/// [`remembered`]); a shape either cannot be timed on stays with tract.
+pub fn tract_is_faster(
+    key: ChoiceKey,
+    facts: &[TypedFact],
+    (data, shape): (usize, &[usize]),
+    theirs: Box<dyn TypedOp>,
+    ours: impl FnOnce() -> TractResult<Box<dyn TypedOp>>,
+    pool: &Arc<ThreadPool>,
+) -> bool {
+    remembered(key, || {
+        let time = |op: Box<dyn TypedOp>, data_only: bool| time_op(facts, (data, data_only), shape, op, pool);
+        let Ok(ours) = ours() else { return true };
+        match (time(theirs, false), time(ours, true)) {
+            (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
+            _ => true,
+        }
+    })
+}
+
 /// What a choice between implementations was made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChoiceKey {

@@ -81,6 +81,21 @@ impl Conv2d {
         self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pad == (0, 0) && self.oh == self.h
     }
 
+    /// Input value under tap `(dy, dx)` of output `(oy, ox)` in channel `c` of image `b` of the
+    /// NCHW `x`, or `None` in the padding (the references' one indexing rule).
+    pub(crate) fn tap(
+        &self,
+        x: &[f32],
+        (b, c): (usize, usize),
+        (oy, ox): (usize, usize),
+        (dy, dx): (usize, usize),
+    ) -> Option<f32> {
+        let iy = (oy * self.stride.0 + dy * self.dilation.0) as isize - self.pad.0 as isize;
+        let ix = (ox * self.stride.1 + dx * self.dilation.1) as isize - self.pad.1 as isize;
+        let inside = (0..self.h as isize).contains(&iy) && (0..self.w as isize).contains(&ix);
+        inside.then(|| x[((b * self.c + c) * self.h + iy as usize) * self.w + ix as usize])
+    }
+
     /// The first output column of `0..n` whose input column `o·s + off` lies in `0..size`, and
     /// the end of that range (`lo == hi` when none does).
     pub(crate) fn valid(n: usize, s: usize, off: isize, size: usize) -> (usize, usize) {
@@ -245,13 +260,9 @@ pub fn reference_conv(g: &Conv2d, w: &[f32], o: usize, epi: &crate::Epilogue, x:
                     for c in 0..g.c {
                         for dy in 0..g.kh {
                             for dx in 0..g.kw {
-                                let iy = (oy * g.stride.0 + dy * g.dilation.0) as isize - g.pad.0 as isize;
-                                let ix = (ox * g.stride.1 + dx * g.dilation.1) as isize - g.pad.1 as isize;
-                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                    continue;
+                                if let Some(xv) = g.tap(x, (b, c), (oy, ox), (dy, dx)) {
+                                    acc += w[((n * g.c + c) * g.kh + dy) * g.kw + dx] as f64 * xv as f64;
                                 }
-                                let xv = x[((b * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
-                                acc += w[((n * g.c + c) * g.kh + dy) * g.kw + dx] as f64 * xv as f64;
                             }
                         }
                     }

@@ -266,13 +266,9 @@ pub fn reference_depthwise(g: &Conv2d, w: &[f32], epi: &Epilogue, x: &[f32], bat
                     let mut acc = epi.bias.as_ref().map_or(0.0, |v| v[c]) as f64;
                     for dy in 0..g.kh {
                         for dx in 0..g.kw {
-                            let iy = (oy * g.stride.0 + dy * g.dilation.0) as isize - g.pad.0 as isize;
-                            let ix = (ox * g.stride.1 + dx * g.dilation.1) as isize - g.pad.1 as isize;
-                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
-                                continue;
+                            if let Some(xv) = g.tap(x, (b, c), (oy, ox), (dy, dx)) {
+                                acc += w[(c * g.kh + dy) * g.kw + dx] as f64 * xv as f64;
                             }
-                            let xv = x[((b * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
-                            acc += w[(c * g.kh + dy) * g.kw + dx] as f64 * xv as f64;
                         }
                     }
                     y[((b * g.c + c) * g.oh + oy) * g.ow + ox] = epi.apply(acc as f32);

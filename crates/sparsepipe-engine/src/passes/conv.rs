@@ -81,17 +81,11 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
                     threads: cfg.pool.current_num_threads(),
                     isa: cfg.isa.name(),
                 };
-                crate::timing::remembered(key, || {
+                let ours = || {
                     let ours = ConvKernel::Gemm(Arc::new(PackedLinear::dense(k, o, at, Default::default())));
-                    let ours = WeightConv::new(ours, spec.clone(), found.c, found.has_n, cfg.isa);
-                    let time = |op: Box<dyn TypedOp>, data_only: bool| {
-                        crate::timing::time_op(&facts, (0, data_only), &shape, op, &cfg.pool)
-                    };
-                    match (time(Box::new(conv.clone()), false), time(Box::new(ours), true)) {
-                        (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
-                        _ => true,
-                    }
-                })
+                    Ok(Box::new(WeightConv::new(ours, spec.clone(), found.c, found.has_n, cfg.isa)) as Box<dyn TypedOp>)
+                };
+                crate::timing::tract_is_faster(key, &facts, (0, &shape), Box::new(conv.clone()), ours, &cfg.pool)
             }
         };
         if on_tract {
@@ -101,10 +95,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
         }
         let c_axis = found.has_n as usize;
         let mut absorbed = epilogue::absorb(model, id, c_axis, o)?;
-        let bias = match (found.bias, absorbed.epilogue.bias.take()) {
-            (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(a, b)| a + b).collect()),
-            (a, b) => a.or(b),
-        };
+        let bias = add_biases(found.bias, absorbed.epilogue.bias.take());
         let epi = Epilogue { bias, ..absorbed.epilogue };
         let packed = if sparse { PackedLinear::sparse(k, o, at, epi) } else { PackedLinear::dense(k, o, at, epi) };
         let op = WeightConv::new(ConvKernel::Gemm(Arc::new(packed)), spec, found.c, found.has_n, cfg.isa);
@@ -118,6 +109,14 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
     }
     model.compact()?;
     Ok(report)
+}
+
+/// The convolution's own bias plus the one absorbed after it, channel by channel.
+fn add_biases(own: Option<Vec<f32>>, after: Option<Vec<f32>>) -> Option<Vec<f32>> {
+    match (own, after) {
+        (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(a, b)| a + b).collect()),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Replaces the depthwise convolution `id` by ours, unless the dense backend (or its timing)
@@ -148,26 +147,15 @@ fn depthwise(model: &mut TypedModel, id: usize, conv: &Conv, found: Found, cfg: 
                 threads: cfg.pool.current_num_threads(),
                 isa: cfg.isa.name(),
             };
-            let ours = make(Default::default())?;
-            crate::timing::remembered(key, || {
-                let time = |op: Box<dyn TypedOp>, data_only: bool| {
-                    crate::timing::time_op(&facts, (0, data_only), &shape, op, &cfg.pool)
-                };
-                match (time(Box::new(conv.clone()), false), time(Box::new(ours), true)) {
-                    (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
-                    _ => true,
-                }
-            })
+            let ours = || Ok(Box::new(make(Default::default())?) as Box<dyn TypedOp>);
+            crate::timing::tract_is_faster(key, &facts, (0, &shape), Box::new(conv.clone()), ours, &cfg.pool)
         }
     };
     if keep {
         return Ok(());
     }
     let mut absorbed = epilogue::absorb(model, id, found.has_n as usize, c)?;
-    let bias = match (found.bias, absorbed.epilogue.bias.take()) {
-        (Some(a), Some(b)) => Some(a.iter().zip(&b).map(|(a, b)| a + b).collect()),
-        (a, b) => a.or(b),
-    };
+    let bias = add_biases(found.bias, absorbed.epilogue.bias.take());
     let op = make(Epilogue { bias, ..absorbed.epilogue })?;
     let node = model.node(id);
     let mut patch = TypedModelPatch::default();

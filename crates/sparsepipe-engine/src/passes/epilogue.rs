@@ -27,24 +27,8 @@ pub fn absorb(model: &TypedModel, node: usize, n_axis: usize, n: usize) -> Tract
     let mut names = vec![];
     let mut cur = node;
     let outputs = model.output_outlets()?.to_vec();
-    loop {
-        if outputs.contains(&OutletId::new(cur, 0)) {
-            break;
-        }
-        let Some(succ) = model.single_succ(cur)? else { break };
-        let Some(bin) = succ.op_as::<TypedBinOp>() else { break };
-        if succ.inputs.len() != 2 || bin.1.is_some_and(|dt| dt != f32::datum_type()) {
-            break;
-        }
-        let other = if succ.inputs[0].node == cur { succ.inputs[1] } else { succ.inputs[0] };
-        let cur_fact = model.outlet_fact(OutletId::new(cur, 0))?;
-        let out_fact = model.outlet_fact(OutletId::new(succ.id, 0))?;
-        if out_fact.datum_type != f32::datum_type() || out_fact.shape != cur_fact.shape {
-            break;
-        }
-        let Some(c) = model.outlet_fact(other)?.konst.clone() else { break };
-        let Some(per_channel) = per_channel(&c, cur_fact.rank(), n_axis, n)? else { break };
-        match bin.0.name() {
+    while let Some((succ, op, per_channel)) = const_step(model, cur, &outputs, n_axis, n)? {
+        match &*op {
             "Add" if min == f32::NEG_INFINITY && max == f32::INFINITY => {
                 let b = bias.get_or_insert_with(|| vec![0.0; n]);
                 b.iter_mut().zip(&per_channel).for_each(|(b, c)| *b += c);
@@ -74,21 +58,8 @@ pub fn clamps_after(model: &TypedModel, node: usize) -> TractResult<(f32, f32, u
     let (mut min, mut max) = (f32::NEG_INFINITY, f32::INFINITY);
     let (mut cur, mut names) = (node, vec![]);
     let outputs = model.output_outlets()?.to_vec();
-    while !outputs.contains(&OutletId::new(cur, 0)) {
-        let Some(succ) = model.single_succ(cur)? else { break };
-        let Some(bin) = succ.op_as::<TypedBinOp>() else { break };
-        if succ.inputs.len() != 2 || bin.1.is_some_and(|dt| dt != f32::datum_type()) {
-            break;
-        }
-        let other = if succ.inputs[0].node == cur { succ.inputs[1] } else { succ.inputs[0] };
-        let cur_fact = model.outlet_fact(OutletId::new(cur, 0))?;
-        let out_fact = model.outlet_fact(OutletId::new(succ.id, 0))?;
-        if out_fact.datum_type != f32::datum_type() || out_fact.shape != cur_fact.shape {
-            break;
-        }
-        let Some(c) = model.outlet_fact(other)?.konst.clone() else { break };
-        let Some(v) = per_channel(&c, cur_fact.rank(), usize::MAX, 1)? else { break };
-        match bin.0.name() {
+    while let Some((succ, op, v)) = const_step(model, cur, &outputs, usize::MAX, 1)? {
+        match &*op {
             "Max" => min = min.max(v[0]),
             "Min" => max = max.min(v[0]),
             _ => break,
@@ -97,6 +68,35 @@ pub fn clamps_after(model: &TypedModel, node: usize) -> TractResult<(f32, f32, u
         cur = succ.id;
     }
     Ok((min, max, cur, names))
+}
+
+/// The next link of a chain after node `cur` (not a model output): its single successor when
+/// that is an f32 binary op of `cur`'s output and a constant, keeping the shape; with the op's
+/// name and the constant as one value per channel (`n` channels at `n_axis`).
+fn const_step<'m>(
+    model: &'m TypedModel,
+    cur: usize,
+    outputs: &[OutletId],
+    n_axis: usize,
+    n: usize,
+) -> TractResult<Option<(&'m TypedNode, String, Vec<f32>)>> {
+    if outputs.contains(&OutletId::new(cur, 0)) {
+        return Ok(None);
+    }
+    let Some(succ) = model.single_succ(cur)? else { return Ok(None) };
+    let Some(bin) = succ.op_as::<TypedBinOp>() else { return Ok(None) };
+    if succ.inputs.len() != 2 || bin.1.is_some_and(|dt| dt != f32::datum_type()) {
+        return Ok(None);
+    }
+    let other = if succ.inputs[0].node == cur { succ.inputs[1] } else { succ.inputs[0] };
+    let cur_fact = model.outlet_fact(OutletId::new(cur, 0))?;
+    let out_fact = model.outlet_fact(OutletId::new(succ.id, 0))?;
+    if out_fact.datum_type != f32::datum_type() || out_fact.shape != cur_fact.shape {
+        return Ok(None);
+    }
+    let Some(c) = model.outlet_fact(other)?.konst.clone() else { return Ok(None) };
+    let values = per_channel(&c, cur_fact.rank(), n_axis, n)?;
+    Ok(values.map(|v| (succ, bin.0.name().to_string(), v)))
 }
 
 /// The constant as one value per output channel, when it broadcasts only along `n_axis`.

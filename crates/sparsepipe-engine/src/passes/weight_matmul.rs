@@ -89,19 +89,14 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
                     threads: cfg.pool.current_num_threads(),
                     isa: cfg.isa.name(),
                 };
-                crate::timing::remembered(key, || {
+                let ours = || {
                     let at = |kk: usize, nn: usize| w[layout.k_offsets[kk] + nn * layout.n_stride];
                     let ours = PackedLinear::dense(layout.k, layout.n, at, Epilogue::default());
                     let ours = WeightLinear::new(ours, layout.k_start, layout.k_axes, layout.out_axes.clone(), cfg.isa);
-                    let time = |op: Box<dyn TypedOp>, data_only: bool| {
-                        crate::timing::time_op(&facts, (layout.data_slot, data_only), &shape, op, &cfg.pool)
-                    };
-                    // A shape either side cannot be timed on stays with tract, as without timing.
-                    match (time(Box::new(es.clone()), false), time(Box::new(ours), true)) {
-                        (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
-                        _ => true,
-                    }
-                })
+                    Ok(Box::new(ours) as Box<dyn TypedOp>)
+                };
+                let data = (layout.data_slot, &shape[..]);
+                crate::timing::tract_is_faster(key, &facts, data, Box::new(es.clone()), ours, &cfg.pool)
             }
         };
         if on_tract {
