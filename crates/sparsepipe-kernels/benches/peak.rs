@@ -8,12 +8,14 @@
 //! reports the speed-up. Run: `cargo bench -p sparsepipe-kernels --bench peak`
 //! (optional filter argument: a substring of the shape name, e.g. `K768xN3072`; `KBLOCK=n` packs
 //! the sparse weights with `n` input channels per cache block instead of the CPU's default;
-//! `MS=20,64` and `SHAPES=384x1536,1536x384` replace the row counts and `KxN` shapes).
+//! `MS=20,64` and `SHAPES=384x1536,1536x384` replace the row counts and `KxN` shapes; `CF=1`
+//! runs them channels-first, `M` pixels of one image, as pointwise convolutions do; `CONV=1`
+//! times the convolutions of ResNet-50 and EfficientNet-Lite0 at batch 1 instead).
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use sparsepipe_kernels::{default_kblock, l1d_bytes, Epilogue, Isa, PackedLinear};
+use sparsepipe_kernels::{default_kblock, l1d_bytes, Conv2d, Depthwise, Epilogue, Isa, PackedLinear};
 
 const MS: [usize; 4] = [8, 32, 128, 512];
 const KNS: [(usize, usize); 3] = [(768, 768), (768, 3072), (3072, 768)];
@@ -125,6 +127,10 @@ fn main() {
         default_kblock(),
         peak / 1e9
     );
+    if std::env::var("CONV").is_ok_and(|v| v == "1") {
+        convolutions(isa, peak, filter.as_deref(), &one);
+        return;
+    }
     println!(
         "{:<22} {:>5} {:>5} {:>10} {:>9} {:>7}{}",
         "shape",
@@ -138,6 +144,7 @@ fn main() {
     let list = |var: &str| -> Option<Vec<String>> {
         std::env::var(var).ok().map(|v| v.split(',').map(|x| x.trim().to_string()).collect())
     };
+    let channels_first = std::env::var("CF").is_ok_and(|v| v == "1");
     let ms: Vec<usize> = list("MS").map_or(MS.to_vec(), |v| v.iter().filter_map(|x| x.parse().ok()).collect());
     let kns: Vec<(usize, usize)> = list("SHAPES").map_or(KNS.to_vec(), |v| {
         v.iter().filter_map(|x| x.split_once('x').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))).collect()
@@ -165,7 +172,10 @@ fn main() {
                 };
                 let mut y = vec![0f32; m * n];
                 let flops = 2.0 * (nnz + n) as f64 * m as f64;
-                let t1 = one.install(|| median_secs(|| packed.run(isa, black_box(&x), m, 1, &mut y).unwrap(), 0.3));
+                // Channels-first (`CF=1`): the M columns of one image, as 1x1 convolutions read them.
+                let (outer, inner) = if channels_first { (1, m) } else { (m, 1) };
+                let t1 =
+                    one.install(|| median_secs(|| packed.run(isa, black_box(&x), outer, inner, &mut y).unwrap(), 0.3));
                 let gf = flops / t1 / 1e9;
                 let mut line = format!(
                     "{name:<22} {:>5} {m:>5} {:>10.1} {gf:>9.1} {:>6.1}%",
@@ -174,12 +184,77 @@ fn main() {
                     100.0 * gf * 1e9 / peak
                 );
                 if threads > 1 {
-                    let tn =
-                        many.install(|| median_secs(|| packed.run(isa, black_box(&x), m, 1, &mut y).unwrap(), 0.3));
+                    let tn = many
+                        .install(|| median_secs(|| packed.run(isa, black_box(&x), outer, inner, &mut y).unwrap(), 0.3));
                     line += &format!(" {:>8.2}", t1 / tn);
                 }
                 println!("{line}");
             }
+        }
+    }
+}
+
+/// A convolution layer: name, input `[C, H, W]`, output channels (0: depthwise), kernel, stride.
+type ConvShape = (&'static str, (usize, usize, usize), usize, usize, usize);
+
+/// Convolutions of ResNet-50 and EfficientNet-Lite0 at 224x224 (one of each distinct shape).
+const CONVS: [ConvShape; 14] = [
+    ("r50.stem7x7", (3, 224, 224), 64, 7, 2),
+    ("r50.l1.3x3", (64, 56, 56), 64, 3, 1),
+    ("r50.l1.1x1up", (64, 56, 56), 256, 1, 1),
+    ("r50.l2.3x3s2", (128, 56, 56), 128, 3, 2),
+    ("r50.l3.3x3", (256, 14, 14), 256, 3, 1),
+    ("r50.l4.3x3", (512, 7, 7), 512, 3, 1),
+    ("r50.l4.1x1up", (512, 7, 7), 2048, 1, 1),
+    ("effl0.stem3x3s2", (3, 224, 224), 32, 3, 2),
+    ("effl0.dw3x3", (32, 112, 112), 0, 3, 1),
+    ("effl0.dw3x3s2", (96, 112, 112), 0, 3, 2),
+    ("effl0.dw5x5s2", (144, 56, 56), 0, 5, 2),
+    ("effl0.dw3x3.14", (480, 14, 14), 0, 3, 1),
+    ("effl0.dw5x5.7", (1152, 7, 7), 0, 5, 1),
+    ("effl0.1x1.14", (480, 14, 14), 80, 1, 1),
+];
+
+/// Times each of [`CONVS`] on one thread (dense and 90% sparse for group-1 convolutions) and
+/// prints its GFLOP/s and % of the FMA peak.
+fn convolutions(isa: Isa, peak: f64, filter: Option<&str>, pool: &rayon::ThreadPool) {
+    println!("{:<22} {:>6} {:>10} {:>9} {:>7}", "convolution", "kind", "us/call", "GFLOP/s", "%peak");
+    for (name, (c, h, w), o, k, s) in CONVS {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let pad = k / 2;
+        let g = Conv2d::new((c, h, w), (k, k), (s, s), (1, 1), (pad, pad), (pad, pad)).unwrap();
+        let x: Vec<f32> = {
+            let mut r = xorshift(7);
+            (0..c * h * w).map(|_| r() as f32).collect()
+        };
+        let line = |kind: &str, macs: f64, secs: f64| {
+            let gf = 2.0 * macs / secs / 1e9;
+            println!("{name:<22} {kind:>6} {:>10.1} {gf:>9.1} {:>6.1}%", secs * 1e6, 100.0 * gf * 1e9 / peak);
+        };
+        if o == 0 {
+            let wts = weight(c, k * k, 0.0, 3);
+            let dw = Depthwise::new(c, (k, k), &wts, Epilogue::with_bias(vec![0.1; c])).unwrap();
+            let mut y = vec![0f32; c * g.cols()];
+            let secs = pool.install(|| median_secs(|| dw.run(isa, &g, black_box(&x), 1, None, &mut y).unwrap(), 0.3));
+            line("dw", (c * k * k * g.cols()) as f64, secs);
+            continue;
+        }
+        for sparsity in [0.0, 0.9] {
+            let wts = weight(g.k(), o, sparsity, 5);
+            let nnz = wts.iter().filter(|v| **v != 0.0).count();
+            let at = |r: usize, n: usize| wts[r * o + n];
+            let epi = Epilogue::with_bias(vec![0.1; o]);
+            let packed = if sparsity > 0.0 {
+                PackedLinear::sparse(g.k(), o, at, epi)
+            } else {
+                PackedLinear::dense(g.k(), o, at, epi)
+            };
+            let mut y = vec![0f32; o * g.cols()];
+            let run = || packed.run_conv(isa, &g, black_box(&x), 1, None, &mut y).unwrap();
+            let secs = pool.install(|| median_secs(run, 0.3));
+            line(packed.kind(), (nnz * g.cols()) as f64, secs);
         }
     }
 }

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::conv::Conv2d;
 use crate::exec::with_scratch;
 use crate::isa::Isa;
+use crate::simd::{Portable, Simd, LANES};
 use crate::{Epilogue, KernelError, Residual};
 
 /// A depthwise convolution's weights, `[C, kh, kw]`, and its epilogue.
@@ -64,15 +65,19 @@ impl Depthwise {
         }
         let per_job = MIN_JOB_OUTPUTS.div_ceil(plane_out).max(1);
         let planes = batch * g.c;
-        let scratch = scratch_len(g);
+        let layout = Layout::new(g);
         let job = |(j, out): (usize, &mut [f32])| {
-            with_scratch(scratch, |buf| {
+            with_scratch(layout.scratch_len_of(g), |buf| {
+                // Every plane writes the same positions of the padded phases: the padding
+                // around them is zeroed once.
+                buf.fill(0.0);
                 for (i, y_plane) in out.chunks_mut(plane_out).enumerate() {
                     let p = j * per_job + i;
                     let x_plane = &x[p * plane_in..(p + 1) * plane_in];
                     let add = add.map(|r| Residual { values: &r.values[p * plane_out..(p + 1) * plane_out], ..r });
-                    // SAFETY: the ISA was checked above.
-                    unsafe { self.plane(isa, g, p % g.c, x_plane, add, y_plane, buf) };
+                    let plane = Plane { g, l: &layout, c: p % g.c, x: x_plane, add };
+                    // SAFETY: the ISA was checked above; `buf` holds the layout's scratch.
+                    unsafe { self.plane(isa, &plane, y_plane, buf) };
                 }
             })
         };
@@ -87,27 +92,18 @@ impl Depthwise {
     /// One channel's plane, compiled for `isa`.
     ///
     /// # Safety
-    /// `isa` must be supported by this CPU.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn plane(
-        &self,
-        isa: Isa,
-        g: &Conv2d,
-        c: usize,
-        x: &[f32],
-        add: Option<Residual<'_>>,
-        y: &mut [f32],
-        buf: &mut [f32],
-    ) {
-        let p = Plane { g, c, x, add };
+    /// `isa` must be supported by this CPU and `buf` hold the layout's scratch, zeroed where
+    /// no plane writes.
+    unsafe fn plane(&self, isa: Isa, p: &Plane<'_>, y: &mut [f32], buf: &mut [f32]) {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the caller checked the CPU supports the ISA.
-            Isa::Avx512 => unsafe { plane_avx512(self, &p, y, buf) },
+            // SAFETY: the caller checked the CPU supports the ISA and sized `buf`.
+            Isa::Avx512 => unsafe { plane_avx512(self, p, y, buf) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Isa::Avx2 => unsafe { plane_avx2(self, &p, y, buf) },
-            _ => plane_generic::<false>(self, &p, y, buf),
+            Isa::Avx2 => unsafe { plane_avx2(self, p, y, buf) },
+            // SAFETY: the caller sized `buf`.
+            _ => unsafe { plane_simd::<Portable>(self, p, y, buf) },
         }
     }
 }
@@ -115,130 +111,172 @@ impl Depthwise {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn plane_avx512(m: &Depthwise, p: &Plane<'_>, y: &mut [f32], buf: &mut [f32]) {
-    plane_generic::<true>(m, p, y, buf)
+    // SAFETY: avx512f enabled here; buffer sizes are plane_simd's contract.
+    unsafe { plane_simd::<crate::simd::Avx512>(m, p, y, buf) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2(m: &Depthwise, p: &Plane<'_>, y: &mut [f32], buf: &mut [f32]) {
-    plane_generic::<true>(m, p, y, buf)
+    // SAFETY: avx2+fma enabled here; buffer sizes are plane_simd's contract.
+    unsafe { plane_simd::<crate::simd::Avx2>(m, p, y, buf) }
 }
 
-/// One plane's inputs: channel `c` of the geometry `g`, its input plane `x` (`[H, W]`) and the
-/// addend of its output plane.
+/// One plane's inputs: channel `c` of the geometry `g` laid out as `l`, its input plane `x`
+/// (`[H, W]`) and the addend of its output plane.
 struct Plane<'a> {
     g: &'a Conv2d,
+    l: &'a Layout,
     c: usize,
     x: &'a [f32],
     add: Option<Residual<'a>>,
 }
 
-/// Floats of scratch a plane takes: the padded plane's phases and a band of output rows.
-fn scratch_len(g: &Conv2d) -> usize {
-    let (hq, pw) = padded_dims(g);
-    g.stride.0 * g.stride.1 * hq * pw + band_rows(g) * pw
+/// Vectors of outputs summed in registers at a time: eight AVX2 registers of sums cover the
+/// latency of two FMA ports.
+const GROUP: usize = 4;
+/// Floats past the phases and past the band that the last group's reads and writes may reach.
+const SLACK: usize = (GROUP + 1) * LANES;
+
+/// Where a geometry's planes live in scratch, worked out once per call: the padded plane split
+/// into `stride.0 x stride.1` phases (phase `(py, px)` holds padded rows `≡ py` and columns
+/// `≡ px`) of `hq` rows of `pw` columns, with a spare zero row so the flattened reads of the last
+/// band stay inside; one zero-padded input row (`pw·sw`, for splitting rows into column phases);
+/// and a band of output rows.
+struct Layout {
+    hq: usize,
+    pw: usize,
+    /// Output rows per band: a band's sums (`rows x pw` floats) stay within a quarter of L1.
+    band: usize,
+    /// Flat offset in the phases of each tap's input for output 0 (`(dy, dx)` row-major).
+    offsets: Vec<usize>,
 }
 
-/// Rows and columns of each of the `stride.0 x stride.1` phases of the padded plane (phase
-/// `(py, px)` holds padded rows `≡ py` and columns `≡ px`), with a spare zero row so the
-/// flattened reads of the last band stay inside.
-fn padded_dims(g: &Conv2d) -> (usize, usize) {
-    let hp = (g.oh - 1) * g.stride.0 + (g.kh - 1) * g.dilation.0 + 1;
-    let span = (g.ow - 1) * g.stride.1 + (g.kw - 1) * g.dilation.1 + 1;
-    (hp.div_ceil(g.stride.0) + 1, span.div_ceil(g.stride.1))
+impl Layout {
+    fn new(g: &Conv2d) -> Layout {
+        let (sh, sw) = g.stride;
+        let hp = (g.oh - 1) * sh + (g.kh - 1) * g.dilation.0 + 1;
+        let span = (g.ow - 1) * sw + (g.kw - 1) * g.dilation.1 + 1;
+        let (hq, pw) = (hp.div_ceil(sh) + 1, span.div_ceil(sw));
+        let band = (crate::cache::l1d_bytes() / 4 / 4 / pw).clamp(1, g.oh);
+        let mut offsets = Vec::with_capacity(g.kh * g.kw);
+        for dy in 0..g.kh {
+            let (py, qy) = ((dy * g.dilation.0) % sh, (dy * g.dilation.0) / sh);
+            for dx in 0..g.kw {
+                let (px, qx) = ((dx * g.dilation.1) % sw, (dx * g.dilation.1) / sw);
+                offsets.push((py * sw + px) * hq * pw + qy * pw + qx);
+            }
+        }
+        Layout { hq, pw, band, offsets }
+    }
+
+    /// Floats of the padded phases, their slack included.
+    fn phases_len(&self, g: &Conv2d) -> usize {
+        g.stride.0 * g.stride.1 * self.hq * self.pw + SLACK
+    }
+
+    /// Floats of scratch a plane takes: the phases, the padded row, the band and its slack.
+    fn scratch_len_of(&self, g: &Conv2d) -> usize {
+        self.phases_len(g) + self.pw * g.stride.1 + self.band * self.pw + SLACK
+    }
 }
 
-/// Output rows per band: a band's sums (`rows x phase width` floats) stay within a quarter of L1.
-fn band_rows(g: &Conv2d) -> usize {
-    let (_, pw) = padded_dims(g);
-    (crate::cache::l1d_bytes() / 4 / 4 / pw).clamp(1, g.oh)
-}
-
-/// Computes the output plane `y` (`[oh, ow]`) of `p` in `buf` ([`scratch_len`] floats), with
-/// fused multiply-adds when `FMA` (only where the CPU has them: elsewhere they are calls). Plain
-/// loops, no closures, so the caller's target features apply to every line.
+/// Computes the output plane `y` (`[oh, ow]`) of `p` in `buf` (the layout's scratch, zero
+/// wherever no plane writes). Plain loops, no closures, so the caller's target features apply
+/// to every line.
 ///
-/// The padded plane is split into stride phases of `pw` columns, so output `(oy, ox)` reads tap
-/// `(dy, dx)` at flat offset `oy·pw + ox + (dy·dh / sh)·pw + dx·dw / sw` of phase
-/// `(dy·dh % sh, dx·dw % sw)`: each tap is one multiply-add over a band of rows laid end to end
-/// (the `pw - ow` columns past each row's end are computed and dropped).
+/// Output `(oy, ox)` reads tap `(dy, dx)` at flat offset `oy·pw + ox + offsets[tap]` of the
+/// phases: a band of output rows laid end to end (the `pw - ow` columns past each row's end are
+/// computed and dropped) is summed [`GROUP`] vectors at a time in registers over every tap,
+/// then finished (bias, activation) and stored once.
+///
+/// # Safety
+/// `S` must be supported by this CPU; `buf` holds the layout's scratch.
 #[inline(always)]
-fn plane_generic<const FMA: bool>(m: &Depthwise, p: &Plane<'_>, y: &mut [f32], buf: &mut [f32]) {
-    let (g, c, x, add) = (p.g, p.c, p.x, p.add);
+unsafe fn plane_simd<S: Simd>(m: &Depthwise, p: &Plane<'_>, y: &mut [f32], buf: &mut [f32]) {
+    let (g, l, x, add) = (p.g, p.l, p.x, p.add);
     let (sh, sw) = g.stride;
-    let (dh, dw) = g.dilation;
-    let (hq, pw) = padded_dims(g);
-    let phase_len = hq * pw;
-    let (padded, acc) = buf.split_at_mut(sh * sw * phase_len);
-    for py in 0..sh {
-        for q in 0..hq {
+    let pw = l.pw;
+    let phase_len = l.hq * pw;
+    let (padded, rest) = buf.split_at_mut(l.phases_len(g));
+    let (tmp, acc) = rest.split_at_mut(pw * sw);
+    // The input rows into their phases; padding rows and columns stay zero.
+    let (lo, hi) = (g.pad.1.min(tmp.len()), (g.pad.1 + g.w).min(tmp.len()));
+    for q in 0..l.hq {
+        for py in 0..sh {
             let iy = (q * sh + py) as isize - g.pad.0 as isize;
-            let src = if (0..g.h as isize).contains(&iy) { Some(&x[iy as usize * g.w..][..g.w]) } else { None };
-            for px in 0..sw {
-                let start = (py * sw + px) * phase_len + q * pw;
-                let dst = &mut padded[start..start + pw];
-                let Some(row) = src else {
-                    dst.fill(0.0);
-                    continue;
-                };
-                // Column j of this phase is input column j·sw + px - pad.
-                let (lo, hi) = Conv2d::valid(pw, sw, px as isize - g.pad.1 as isize, g.w);
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                let first = lo * sw + px - g.pad.1;
-                if sw == 1 {
-                    dst[lo..hi].copy_from_slice(&row[first..first + hi - lo]);
-                } else {
-                    for (j, d) in dst[lo..hi].iter_mut().enumerate() {
-                        *d = row[first + j * sw];
+            if !(0..g.h as isize).contains(&iy) {
+                continue;
+            }
+            let row = &x[iy as usize * g.w..][..hi - lo];
+            let at = py * sw * phase_len + q * pw;
+            if sw == 1 {
+                padded[at + lo..at + hi].copy_from_slice(row);
+                continue;
+            }
+            tmp[lo..hi].copy_from_slice(row);
+            if sw == 2 {
+                let (d0, d1) = padded[at..at + phase_len + pw].split_at_mut(phase_len);
+                let mut j = 0;
+                while j + LANES <= pw {
+                    // SAFETY: `tmp` holds 2·pw floats, so 2j + 2·LANES of them; both phase
+                    // rows hold pw.
+                    unsafe {
+                        let (e, o) = S::deinterleave(tmp.as_ptr().add(2 * j));
+                        S::store(d0.as_mut_ptr().add(j), e);
+                        S::store(d1.as_mut_ptr().add(j), o);
                     }
+                    j += LANES;
+                }
+                for j in j..pw {
+                    d0[j] = tmp[2 * j];
+                    d1[j] = tmp[2 * j + 1];
+                }
+                continue;
+            }
+            for px in 0..sw {
+                let d = &mut padded[at + px * phase_len..][..pw];
+                for (j, v) in d.iter_mut().enumerate() {
+                    *v = tmp[j * sw + px];
                 }
             }
         }
     }
-    let taps = &m.weights[c * g.kh * g.kw..(c + 1) * g.kh * g.kw];
-    let bias = m.bias[c];
-    let (lo, hi) = (m.epi.min, m.epi.max);
+    let taps = &m.weights[p.c * g.kh * g.kw..(p.c + 1) * g.kh * g.kw];
+    let offsets = &l.offsets[..taps.len()];
     let (clamp, gelu) = (m.epi.clamps(), m.epi.gelu);
-    let band = band_rows(g);
     let mut oy0 = 0;
     while oy0 < g.oh {
-        let rows = band.min(g.oh - oy0);
-        let sums = &mut acc[..rows * pw];
-        sums.fill(bias);
-        for dy in 0..g.kh {
-            let (py, qy) = ((dy * dh) % sh, (dy * dh) / sh);
-            for dx in 0..g.kw {
-                let w = taps[dy * g.kw + dx];
-                let (px, qx) = ((dx * dw) % sw, (dx * dw) / sw);
-                let start = (py * sw + px) * phase_len + (oy0 + qy) * pw + qx;
-                let src = &padded[start..start + rows * pw];
-                if FMA {
-                    for (a, v) in sums.iter_mut().zip(src) {
-                        *a = v.mul_add(w, *a);
-                    }
-                } else {
-                    for (a, v) in sums.iter_mut().zip(src) {
-                        *a += v * w;
+        let rows = l.band.min(g.oh - oy0);
+        let (flat, base) = (rows * pw, oy0 * pw);
+        // SAFETY: every read is at `base + o + offset + v·LANES + LANES <= padded.len()`: the
+        // band's last flat output lies within its phase (spare row), and `o` runs at most
+        // `GROUP` vectors past it into the zeroed slack; writes stay inside `acc` likewise.
+        unsafe {
+            let (pp, ap) = (padded.as_ptr(), acc.as_mut_ptr());
+            let (lo, hi, b) = (S::splat(m.epi.min), S::splat(m.epi.max), S::splat(m.bias[p.c]));
+            let mut o = 0;
+            while o < flat {
+                let mut sums = [b; GROUP];
+                for (&w, &off) in taps.iter().zip(offsets) {
+                    let src = pp.add(base + o + off);
+                    let wv = S::splat(w);
+                    for (v, a) in sums.iter_mut().enumerate() {
+                        *a = S::fmadd(S::load(src.add(v * LANES)), wv, *a);
                     }
                 }
+                for (v, a) in sums.iter().enumerate() {
+                    let a = if gelu { crate::simd::gelu::<S>(*a) } else { *a };
+                    let a = if clamp { S::min(S::max(a, lo), hi) } else { a };
+                    S::store(ap.add(o + v * LANES), a);
+                }
+                o += GROUP * LANES;
             }
         }
         for r in 0..rows {
             let oy = oy0 + r;
             let out = &mut y[oy * g.ow..(oy + 1) * g.ow];
-            let row = &sums[r * pw..r * pw + g.ow];
-            if gelu {
-                for (o, a) in out.iter_mut().zip(row) {
-                    *o = m.epi.apply(*a);
-                }
-            } else if clamp {
-                for (o, a) in out.iter_mut().zip(row) {
-                    *o = a.max(lo).min(hi);
-                }
-            } else {
-                out.copy_from_slice(row);
-            }
+            out.copy_from_slice(&acc[r * pw..r * pw + g.ow]);
             if let Some(r) = add {
                 let vals = &r.values[oy * g.ow..(oy + 1) * g.ow];
                 if r.clamps() {

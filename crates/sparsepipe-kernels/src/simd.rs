@@ -31,6 +31,20 @@ pub(crate) trait Simd: Copy {
     unsafe fn abs(a: Self::V) -> Self::V;
     /// `|mag|` with the sign of `sign`, per lane.
     unsafe fn copysign(mag: Self::V, sign: Self::V) -> Self::V;
+    /// The even- and odd-indexed floats of the 32 at `p`.
+    #[inline(always)]
+    unsafe fn deinterleave(p: *const f32) -> (Self::V, Self::V) {
+        let (mut even, mut odd) = ([0f32; LANES], [0f32; LANES]);
+        for i in 0..LANES {
+            // SAFETY: 32 readable floats at `p` (caller).
+            unsafe {
+                even[i] = *p.add(2 * i);
+                odd[i] = *p.add(2 * i + 1);
+            }
+        }
+        // SAFETY: the arrays hold LANES floats; the ISA is the caller's.
+        unsafe { (Self::load(even.as_ptr()), Self::load(odd.as_ptr())) }
+    }
 }
 
 /// Coefficients of Abramowitz & Stegun 7.1.26: `erf(z) = 1 - t·p(t)·e^(-z²)`, `t = 1/(1 + P·z)`
@@ -299,6 +313,25 @@ mod x86 {
             }
         }
         #[inline(always)]
+        unsafe fn deinterleave(p: *const f32) -> (Self::V, Self::V) {
+            // SAFETY: 32 readable floats at `p` (caller); avx2 context.
+            unsafe {
+                // Evens and odds within 128-bit lanes, then the 64-bit halves back in order
+                // (no closures: they would not inherit the target features).
+                let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+                let (c, d) = (_mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24)));
+                let e0 = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
+                let o0 = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(a, b));
+                let e1 = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(c, d));
+                let o1 = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(c, d));
+                let e0 = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(e0));
+                let o0 = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(o0));
+                let e1 = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(e1));
+                let o1 = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(o1));
+                ([e0, e1], [o0, o1])
+            }
+        }
+        #[inline(always)]
         unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
             // SAFETY: avx2+fma context (caller).
             unsafe { [_mm256_fmadd_ps(a[0], b[0], c[0]), _mm256_fmadd_ps(a[1], b[1], c[1])] }
@@ -401,6 +434,16 @@ mod x86 {
         unsafe fn store(p: *mut f32, v: Self::V) {
             // SAFETY: 16 writable floats at `p` (caller).
             unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn deinterleave(p: *const f32) -> (Self::V, Self::V) {
+            // SAFETY: 32 readable floats at `p` (caller); avx512f context.
+            unsafe {
+                let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+                let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
+            }
         }
         #[inline(always)]
         unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {

@@ -184,12 +184,17 @@ proptest! {
 
 #[test]
 fn depthwise_shapes_of_vision_models_match_in_parallel() {
-    // EfficientNet's 3x3 and 5x5 depthwise convolutions, stride 1 and 2, even and odd images.
+    // EfficientNet's 3x3 and 5x5 depthwise convolutions, stride 1 and 2, even and odd images;
+    // wide rows and a larger stride and dilation.
     let cases = [
         Conv2d::new((24, 28, 28), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)).unwrap(),
         Conv2d::new((16, 29, 27), (3, 3), (2, 2), (1, 1), (0, 0), (1, 1)).unwrap(),
         Conv2d::new((40, 14, 14), (5, 5), (2, 2), (1, 1), (1, 1), (2, 2)).unwrap(),
         Conv2d::new((96, 7, 7), (5, 5), (1, 1), (1, 1), (2, 2), (2, 2)).unwrap(),
+        // Rows wide enough for the vectorised stride-2 column split, with a tail after it.
+        Conv2d::new((8, 67, 75), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)).unwrap(),
+        // Stride 3 and dilation 2: the general column split.
+        Conv2d::new((4, 40, 50), (3, 3), (3, 3), (2, 2), (1, 2), (2, 1)).unwrap(),
     ];
     for threads in [1, 2, 5] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
