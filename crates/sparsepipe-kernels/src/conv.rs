@@ -1,15 +1,20 @@
 //! 2-D convolutions over channels-first (NCHW) input as implicit GEMM: the weight `[O, C, kh, kw]`
 //! is a `[K = C·kh·kw, O]` matrix (sparse or dense), and each job gathers the `K` shifted input
-//! rows of one tile of output pixels straight from the image into the packed tile the kernels
-//! read (zeros where the window hangs over the padding), so no im2col matrix is ever laid out.
+//! rows of one tile of output pixels into the packed tile the kernels read, so no im2col matrix
+//! is ever laid out. The rows are copied from the image itself (pointwise convolutions) or from
+//! its zero-padded stride phases, built once per call, where every tap of a run of outputs along
+//! a row is one contiguous run.
+
+use std::cell::Cell;
 
 use rayon::prelude::*;
 
 use crate::exec::{
     compute_chunks, plan_parts, with_scratch, zero_padding, OutPtr, Tile, TileKernel, COL_TILE, PAR_MIN_MACS,
 };
-use crate::simd::LANES;
-use crate::{KernelError, Residual};
+use crate::phases::{copy_run, split_plane, Phases, PHASES_SLACK};
+use crate::simd::{Portable, Simd, LANES};
+use crate::{Isa, KernelError, Residual};
 
 /// The geometry of a 2-D convolution of `[C, H, W]` images by a `[O, C, kh, kw]` weight, as
 /// the `[K, O]` matrix whose row `(c·kh + dy)·kw + dx` holds tap `(c, dy, dx)`.
@@ -78,7 +83,11 @@ impl Conv2d {
 
     /// Whether the convolution is a plain channels-first matmul (1x1, stride 1, no padding).
     pub fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.pad == (0, 0) && self.oh == self.h
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == (1, 1)
+            && self.pad == (0, 0)
+            && (self.oh, self.ow) == (self.h, self.w)
     }
 
     /// Input value under tap `(dy, dx)` of output `(oy, ox)` in channel `c` of image `b` of the
@@ -94,62 +103,6 @@ impl Conv2d {
         let ix = (ox * self.stride.1 + dx * self.dilation.1) as isize - self.pad.1 as isize;
         let inside = (0..self.h as isize).contains(&iy) && (0..self.w as isize).contains(&ix);
         inside.then(|| x[((b * self.c + c) * self.h + iy as usize) * self.w + ix as usize])
-    }
-
-    /// The first output column of `0..n` whose input column `o·s + off` lies in `0..size`, and
-    /// the end of that range (`lo == hi` when none does).
-    pub(crate) fn valid(n: usize, s: usize, off: isize, size: usize) -> (usize, usize) {
-        let s = s as isize;
-        let lo = if off < 0 { (-off + s - 1) / s } else { 0 };
-        let last = size as isize - 1 - off;
-        let hi = if last < 0 { 0 } else { last / s + 1 };
-        let (lo, hi) = (lo.clamp(0, n as isize) as usize, hi.clamp(0, n as isize) as usize);
-        (lo, hi.max(lo))
-    }
-
-    /// Fills the packed tile `xt` (`[K][w]`) with the `K` taps of output pixels `p0..p0 + cnt`
-    /// of the image `x` (`[C, H, W]`), zero where a tap falls in the padding and in columns
-    /// `cnt..w`.
-    fn gather(&self, x: &[f32], p0: usize, cnt: usize, xt: &mut [f32], w: usize) {
-        let (sh, sw) = self.stride;
-        let (dh, dw) = self.dilation;
-        let plane = self.h * self.w;
-        let mut p = p0;
-        while p < p0 + cnt {
-            let (oy, ox0) = (p / self.ow, p % self.ow);
-            let seg = (self.ow - ox0).min(p0 + cnt - p);
-            let j0 = p - p0;
-            for dx in 0..self.kw {
-                let off = (dx * dw) as isize - self.pad.1 as isize;
-                let (lo, hi) = Self::valid(self.ow, sw, off, self.w);
-                let (lo, hi) = (lo.clamp(ox0, ox0 + seg), hi.clamp(ox0, ox0 + seg));
-                for dy in 0..self.kh {
-                    let iy = (oy * sh + dy * dh) as isize - self.pad.0 as isize;
-                    let inside = (0..self.h as isize).contains(&iy);
-                    for ci in 0..self.c {
-                        let row = (ci * self.kh + dy) * self.kw + dx;
-                        let dst = &mut xt[row * w + j0..row * w + j0 + seg];
-                        if !inside || lo == hi {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &x[ci * plane + iy as usize * self.w..][..self.w];
-                        dst[..lo - ox0].fill(0.0);
-                        dst[hi - ox0..].fill(0.0);
-                        let first = (lo * sw) as isize + off;
-                        if sw == 1 {
-                            dst[lo - ox0..hi - ox0].copy_from_slice(&src[first as usize..first as usize + hi - lo]);
-                        } else {
-                            for (d, o) in dst[lo - ox0..hi - ox0].iter_mut().zip(0..) {
-                                *d = src[first as usize + o * sw];
-                            }
-                        }
-                    }
-                }
-            }
-            p += seg;
-        }
-        zero_padding(xt, cnt, w);
     }
 }
 
@@ -179,7 +132,16 @@ pub(crate) fn run_conv<K: TileKernel>(
     let jobs: Vec<(TilePos, (usize, usize))> =
         tiles.iter().flat_map(|&t| ranges.iter().map(move |&r| (t, r))).collect();
     let out = OutPtr(y.as_mut_ptr());
-    let image = g.c * g.h * g.w;
+    let ph = (!g.is_pointwise()).then(|| Phases::new(g));
+    let mut phases = PHASES.with(Cell::take);
+    let src = match &ph {
+        None => Source { data: x, image: g.c * g.h * g.w, chan: g.h * g.w, pw: g.w, taps: &[0], flat: true },
+        Some(ph) => {
+            let chan = ph.plane_len(g);
+            build_phases(isa, g, ph, x, batch, parallel, &mut phases);
+            Source { data: &phases, image: g.c * chan, chan, pw: ph.pw, taps: &ph.taps, flat: false }
+        }
+    };
     // Adds the residual to (and clamps) `cnt` outputs at `at`, `src` being the sums.
     let finish = |at: usize, src: &[f32], dst: &mut [f32]| match add {
         Some(r) if r.clamps() => {
@@ -200,7 +162,7 @@ pub(crate) fn run_conv<K: TileKernel>(
         let direct = cnt == w;
         with_scratch(k * w + if direct { 0 } else { chunk * w }, |buf| {
             let (xt, yt) = buf.split_at_mut(k * w);
-            g.gather(&x[b * image..(b + 1) * image], c0, cnt, xt, w);
+            gather(isa, g, &src, (b, c0, cnt), xt, w);
             if direct {
                 let mut a = ch0;
                 while a < ch1 {
@@ -243,6 +205,157 @@ pub(crate) fn run_conv<K: TileKernel>(
     } else {
         jobs.iter().for_each(body);
     }
+    PHASES.with(|c| c.set(phases));
+}
+
+thread_local! {
+    /// The stride phases of the images of the last convolution run on this thread, kept so the
+    /// next call reuses the memory.
+    static PHASES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Where a convolution's tiles are gathered from: per image and channel, rows of `pw` columns in
+/// which the input under tap `t` of output `(oy, ox)` is at `taps[t] + oy·pw + ox`.
+struct Source<'a> {
+    /// The images' inputs, with room after the last for whole-vector reads where it is ours.
+    data: &'a [f32],
+    /// Floats per image and per channel of `data`.
+    image: usize,
+    chan: usize,
+    pw: usize,
+    taps: &'a [usize],
+    /// Whether consecutive output rows are consecutive in `data` (`pw` is the output width), so a
+    /// tile is one run.
+    flat: bool,
+}
+
+/// Lays the images `x` (`[batch, C, H, W]`) out as their zero-padded stride phases in `buf`
+/// (resized to `batch · C` planes and vector slack), a plane per job when `parallel`.
+fn build_phases(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], batch: usize, parallel: bool, buf: &mut Vec<f32>) {
+    let chan = ph.plane_len(g);
+    let planes = batch * g.c;
+    buf.clear();
+    buf.resize(planes * chan + PHASES_SLACK, 0.0);
+    let plane = g.h * g.w;
+    let one = |(i, dst): (usize, &mut [f32])| {
+        with_scratch(ph.pw * g.stride.1, |tmp| {
+            tmp.fill(0.0);
+            let x = &x[i * plane..(i + 1) * plane];
+            // SAFETY: `isa` was checked by the caller; `dst` is one plane's phases, zeroed.
+            unsafe { split(isa, g, ph, x, dst, tmp) }
+        })
+    };
+    let body = &mut buf[..planes * chan];
+    if parallel && planes > 1 {
+        body.par_chunks_mut(chan).enumerate().for_each(one);
+    } else {
+        body.chunks_mut(chan).enumerate().for_each(one);
+    }
+}
+
+/// [`split_plane`] compiled for `isa`.
+///
+/// # Safety
+/// `isa` must be supported by this CPU.
+unsafe fn split(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], dst: &mut [f32], tmp: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(g: &Conv2d, ph: &Phases, x: &[f32], dst: &mut [f32], tmp: &mut [f32]) {
+        // SAFETY: avx512f enabled here.
+        unsafe { split_plane::<crate::simd::Avx512>(g, ph, x, dst, tmp) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(g: &Conv2d, ph: &Phases, x: &[f32], dst: &mut [f32], tmp: &mut [f32]) {
+        // SAFETY: avx2 enabled here.
+        unsafe { split_plane::<crate::simd::Avx2>(g, ph, x, dst, tmp) }
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller checked the CPU supports the ISA.
+        Isa::Avx512 => unsafe { avx512(g, ph, x, dst, tmp) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { avx2(g, ph, x, dst, tmp) },
+        // SAFETY: portable vectors need no CPU feature.
+        _ => unsafe { split_plane::<Portable>(g, ph, x, dst, tmp) },
+    }
+}
+
+/// Fills the packed tile `xt` (`[K][w]`) with the `K` taps of output pixels `p0..p0 + cnt` of
+/// image `b` of `src`, zero in columns `cnt..w`.
+fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: usize) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: usize) {
+        // SAFETY: avx512f enabled here.
+        unsafe { gather_simd::<crate::simd::Avx512>(g, src, tile, xt, w) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: usize) {
+        // SAFETY: avx2 enabled here.
+        unsafe { gather_simd::<crate::simd::Avx2>(g, src, tile, xt, w) }
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the engine only passes an ISA this CPU supports (`check_io`).
+        Isa::Avx512 => unsafe { avx512(g, src, tile, xt, w) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { avx2(g, src, tile, xt, w) },
+        // SAFETY: portable vectors need no CPU feature.
+        _ => unsafe { gather_simd::<Portable>(g, src, tile, xt, w) },
+    }
+}
+
+/// [`gather`] for one ISA: the tile's runs along output rows (one run when the source is flat),
+/// then for every input channel and tap one vector copy per run. Rows are written in order, each
+/// run's whole-vector tail landing only on columns written later or zeroed at the end.
+///
+/// # Safety
+/// `S` must be supported by this CPU.
+#[inline(always)]
+unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (b, p0, cnt): TilePos, xt: &mut [f32], w: usize) {
+    // (offset in the channel, first column of the tile, length) per run.
+    let mut runs = [(0usize, 0usize, 0usize); COL_TILE];
+    let mut nruns = 0;
+    if src.flat {
+        runs[0] = (p0, 0, cnt);
+        nruns = 1;
+    } else {
+        let mut p = p0;
+        while p < p0 + cnt {
+            let (oy, ox) = (p / g.ow, p % g.ow);
+            let len = (g.ow - ox).min(p0 + cnt - p);
+            runs[nruns] = (oy * src.pw + ox, p - p0, len);
+            nruns += 1;
+            p += len;
+        }
+    }
+    let data = &src.data[b * src.image..];
+    let taps = src.taps.len();
+    for ci in 0..g.c {
+        for (t, &tap) in src.taps.iter().enumerate() {
+            let (row, off) = ((ci * taps + t) * w, ci * src.chan + tap);
+            for &(at, j0, len) in &runs[..nruns] {
+                let (from, to) = (off + at, row + j0);
+                assert!(from + len <= data.len() && to + len <= xt.len(), "gather run outside its buffers");
+                // SAFETY: both runs are inside their slices (checked above); the rooms are the
+                // slices' remaining lengths.
+                unsafe {
+                    copy_run::<S>(
+                        data.as_ptr().add(from),
+                        data.len() - from,
+                        xt.as_mut_ptr().add(to),
+                        xt.len() - to,
+                        len,
+                    )
+                };
+            }
+        }
+    }
+    zero_padding(xt, cnt, w);
 }
 
 /// A tile of output pixels: image, first pixel, pixel count.
@@ -291,21 +404,5 @@ mod tests {
         assert!(Conv2d::new((1, 2, 2), (0, 1), (1, 1), (1, 1), (0, 0), (0, 0)).is_err());
         // No input channels: every output is the bias.
         assert_eq!(Conv2d::new((0, 2, 2), (1, 1), (1, 1), (1, 1), (0, 0), (0, 0)).unwrap().k(), 0);
-    }
-
-    #[test]
-    fn valid_columns_stay_inside_the_image() {
-        for size in 1..12 {
-            for s in 1..4 {
-                for off in -6isize..6 {
-                    let n = 10;
-                    let (lo, hi) = Conv2d::valid(n, s, off, size);
-                    for o in 0..n {
-                        let i = (o * s) as isize + off;
-                        assert_eq!((lo..hi).contains(&o), (0..size as isize).contains(&i), "{size} {s} {off} {o}");
-                    }
-                }
-            }
-        }
     }
 }

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::conv::Conv2d;
 use crate::exec::with_scratch;
 use crate::isa::Isa;
+use crate::phases::{split_plane, Phases, PHASES_SLACK};
 use crate::simd::{Portable, Simd, LANES};
 use crate::{Epilogue, KernelError, Residual};
 
@@ -135,49 +136,34 @@ struct Plane<'a> {
 /// Vectors of outputs summed in registers at a time: eight AVX2 registers of sums cover the
 /// latency of two FMA ports.
 const GROUP: usize = 4;
-/// Floats past the phases and past the band that the last group's reads and writes may reach.
-const SLACK: usize = (GROUP + 1) * LANES;
+/// Floats past the band that the last group's writes may reach.
+const SLACK: usize = GROUP * LANES;
+const _: () = assert!(PHASES_SLACK >= SLACK + LANES);
 
-/// Where a geometry's planes live in scratch, worked out once per call: the padded plane split
-/// into `stride.0 x stride.1` phases (phase `(py, px)` holds padded rows `≡ py` and columns
-/// `≡ px`) of `hq` rows of `pw` columns, with a spare zero row so the flattened reads of the last
-/// band stay inside; one zero-padded input row (`pw·sw`, for splitting rows into column phases);
-/// and a band of output rows.
+/// Where a geometry's planes live in scratch, worked out once per call: the plane's stride
+/// phases, one zero-padded input row (`pw·sw`, for splitting rows into column phases) and a band
+/// of output rows.
 struct Layout {
-    hq: usize,
-    pw: usize,
+    ph: Phases,
     /// Output rows per band: a band's sums (`rows x pw` floats) stay within a quarter of L1.
     band: usize,
-    /// Flat offset in the phases of each tap's input for output 0 (`(dy, dx)` row-major).
-    offsets: Vec<usize>,
 }
 
 impl Layout {
     fn new(g: &Conv2d) -> Layout {
-        let (sh, sw) = g.stride;
-        let hp = (g.oh - 1) * sh + (g.kh - 1) * g.dilation.0 + 1;
-        let span = (g.ow - 1) * sw + (g.kw - 1) * g.dilation.1 + 1;
-        let (hq, pw) = (hp.div_ceil(sh) + 1, span.div_ceil(sw));
-        let band = (crate::cache::l1d_bytes() / 4 / 4 / pw).clamp(1, g.oh);
-        let mut offsets = Vec::with_capacity(g.kh * g.kw);
-        for dy in 0..g.kh {
-            let (py, qy) = ((dy * g.dilation.0) % sh, (dy * g.dilation.0) / sh);
-            for dx in 0..g.kw {
-                let (px, qx) = ((dx * g.dilation.1) % sw, (dx * g.dilation.1) / sw);
-                offsets.push((py * sw + px) * hq * pw + qy * pw + qx);
-            }
-        }
-        Layout { hq, pw, band, offsets }
+        let ph = Phases::new(g);
+        let band = (crate::cache::l1d_bytes() / 4 / 4 / ph.pw).clamp(1, g.oh);
+        Layout { ph, band }
     }
 
     /// Floats of the padded phases, their slack included.
     fn phases_len(&self, g: &Conv2d) -> usize {
-        g.stride.0 * g.stride.1 * self.hq * self.pw + SLACK
+        self.ph.plane_len(g) + PHASES_SLACK
     }
 
     /// Floats of scratch a plane takes: the phases, the padded row, the band and its slack.
     fn scratch_len_of(&self, g: &Conv2d) -> usize {
-        self.phases_len(g) + self.pw * g.stride.1 + self.band * self.pw + SLACK
+        self.phases_len(g) + self.ph.pw * g.stride.1 + self.band * self.ph.pw + SLACK
     }
 }
 
@@ -195,55 +181,14 @@ impl Layout {
 #[inline(always)]
 unsafe fn plane_simd<S: Simd>(m: &Depthwise, p: &Plane<'_>, y: &mut [f32], buf: &mut [f32]) {
     let (g, l, x, add) = (p.g, p.l, p.x, p.add);
-    let (sh, sw) = g.stride;
-    let pw = l.pw;
-    let phase_len = l.hq * pw;
+    let pw = l.ph.pw;
     let (padded, rest) = buf.split_at_mut(l.phases_len(g));
-    let (tmp, acc) = rest.split_at_mut(pw * sw);
-    // The input rows into their phases; padding rows and columns stay zero.
-    let (lo, hi) = (g.pad.1.min(tmp.len()), (g.pad.1 + g.w).min(tmp.len()));
-    for q in 0..l.hq {
-        for py in 0..sh {
-            let iy = (q * sh + py) as isize - g.pad.0 as isize;
-            if !(0..g.h as isize).contains(&iy) {
-                continue;
-            }
-            let row = &x[iy as usize * g.w..][..hi - lo];
-            let at = py * sw * phase_len + q * pw;
-            if sw == 1 {
-                padded[at + lo..at + hi].copy_from_slice(row);
-                continue;
-            }
-            tmp[lo..hi].copy_from_slice(row);
-            if sw == 2 {
-                let (d0, d1) = padded[at..at + phase_len + pw].split_at_mut(phase_len);
-                let mut j = 0;
-                while j + LANES <= pw {
-                    // SAFETY: `tmp` holds 2·pw floats, so 2j + 2·LANES of them; both phase
-                    // rows hold pw.
-                    unsafe {
-                        let (e, o) = S::deinterleave(tmp.as_ptr().add(2 * j));
-                        S::store(d0.as_mut_ptr().add(j), e);
-                        S::store(d1.as_mut_ptr().add(j), o);
-                    }
-                    j += LANES;
-                }
-                for j in j..pw {
-                    d0[j] = tmp[2 * j];
-                    d1[j] = tmp[2 * j + 1];
-                }
-                continue;
-            }
-            for px in 0..sw {
-                let d = &mut padded[at + px * phase_len..][..pw];
-                for (j, v) in d.iter_mut().enumerate() {
-                    *v = tmp[j * sw + px];
-                }
-            }
-        }
-    }
+    let (tmp, acc) = rest.split_at_mut(pw * g.stride.1);
+    // SAFETY: the caller's ISA; padding positions of `padded` and `tmp` are zero (the caller
+    // zeroed the scratch and every plane writes the same positions).
+    unsafe { split_plane::<S>(g, &l.ph, x, padded, tmp) };
     let taps = &m.weights[p.c * g.kh * g.kw..(p.c + 1) * g.kh * g.kw];
-    let offsets = &l.offsets[..taps.len()];
+    let offsets = &l.ph.taps[..taps.len()];
     let (clamp, gelu) = (m.epi.clamps(), m.epi.gelu);
     let mut oy0 = 0;
     while oy0 < g.oh {

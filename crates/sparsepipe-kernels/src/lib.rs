@@ -17,6 +17,7 @@ mod depthwise;
 mod exec;
 mod isa;
 mod norm;
+mod phases;
 mod simd;
 mod softmax;
 mod sparse;
