@@ -34,7 +34,7 @@ CASES: list[tuple[str, int, int, dict[str, Any], tuple[int, int], tuple[int, int
     ("k3_1x1_image", 3, 1, {"pads": [1, 1, 1, 1]}, (1, 1), (16, 24)),
     ("k3_dilated", 3, 1, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, (13, 13), (6, 8)),
 ]
-EPILOGUES = ["none", "bias", "bias_relu", "relu6", "add_bias_relu"]
+EPILOGUES = ["none", "bias", "bias_relu", "relu6", "add_bias_relu", "bias_silu", "bias_leaky_relu"]
 BATCHES = (1, 3)
 
 
@@ -75,6 +75,11 @@ def _build(
         out = "biased"
     if epilogue in ("bias_relu", "add_bias_relu"):
         nodes.append(helper.make_node("Relu", [out], ["y"]))
+    elif epilogue == "bias_silu":
+        nodes.append(helper.make_node("Sigmoid", [out], ["sig"]))
+        nodes.append(helper.make_node("Mul", [out, "sig"], ["y"]))
+    elif epilogue == "bias_leaky_relu":
+        nodes.append(helper.make_node("LeakyRelu", [out], ["y"], alpha=0.1))
     elif epilogue == "relu6":
         inits += [
             numpy_helper.from_array(np.float32(0), "lo"),
@@ -117,7 +122,7 @@ def test_conv_matches_onnxruntime(
     assert line["kernel"] == ("sparse" if sparsity >= 0.5 else "dense"), line
     # A strided 1x1 convolution becomes a subsampling and a matmul in tract's declutter.
     assert line["pattern"].startswith(f"conv {case[1]}x{case[1]}") or case[0] == "k1_s2", line
-    if epilogue in ("bias_relu", "add_bias_relu", "relu6"):
+    if epilogue in ("bias_relu", "add_bias_relu", "relu6", "bias_silu", "bias_leaky_relu"):
         assert line["fused"], f"the {epilogue} epilogue was not folded: {line}"
     cin, (h, w) = case[5][0], case[4]
     for batch in BATCHES:
@@ -210,7 +215,7 @@ DEPTHWISE = [
 ]
 
 
-@pytest.mark.parametrize("epilogue", ["none", "bias_relu6"])
+@pytest.mark.parametrize("epilogue", ["none", "bias_relu6", "bias_silu"])
 @pytest.mark.parametrize("case", DEPTHWISE, ids=[c[0] for c in DEPTHWISE])
 def test_depthwise_matches_onnxruntime(
     case: tuple[Any, ...],
@@ -236,6 +241,9 @@ def test_depthwise_matches_onnxruntime(
             numpy_helper.from_array(np.float32(6), "hi"),
         ]
         nodes.append(helper.make_node("Clip", ["conv", "lo", "hi"], ["y"]))
+    elif epilogue == "bias_silu":
+        nodes.append(helper.make_node("Sigmoid", ["conv"], ["sig"]))
+        nodes.append(helper.make_node("Mul", ["conv", "sig"], ["y"]))
     else:
         nodes.append(helper.make_node("Identity", ["conv"], ["y"]))
     graph = helper.make_graph(
@@ -251,7 +259,8 @@ def test_depthwise_matches_onnxruntime(
     onnx.save(model, path)
     engine = sparsepipe.Engine(str(path), dense_backend="sparsepipe")
     ops = [p["op"] for p in engine.profile([np.ones((1, c, h, w), np.float32)], iterations=1)]
-    assert "SparsepipeConv" in ops and not any("Clip" in op or "Max" in op for op in ops), ops
+    folded = ("Clip", "Max", "Sigmoid", "Silu", "Mul")
+    assert "SparsepipeConv" in ops and not any(f in op for op in ops for f in folded), ops
     for batch in BATCHES:
         x = rng.standard_normal((batch, c, h, w)).astype(np.float32) * 3
         assert_close(list(engine([x])), ort_run(path, {"x": x}), ["y"], context=f"{name} b{batch}")
@@ -280,3 +289,53 @@ def test_symbolic_image_size_is_computed_per_call(
     engine = sparsepipe.Engine(str(path))
     with pytest.raises(sparsepipe.SparsepipeError, match="larger than the padded"):
         engine([np.zeros((1, 4, 3, 3), np.float32)])
+
+
+# (name, kernel, stride, attributes, image h x w)
+MAX_POOLS: list[tuple[str, int, int, dict[str, Any], tuple[int, int]]] = [
+    ("k2_s2", 2, 2, {}, (16, 14)),
+    ("k2_s1_pad_after", 2, 1, {"pads": [0, 0, 1, 1]}, (13, 13)),
+    ("k3_s2_pad", 3, 2, {"pads": [1, 1, 1, 1]}, (15, 17)),
+    ("k5_s1_sppf", 5, 1, {"pads": [2, 2, 2, 2]}, (10, 10)),
+    ("k3_s2_same_upper", 3, 2, {"auto_pad": "SAME_UPPER"}, (9, 8)),
+    ("k3_dilated", 3, 1, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, (11, 12)),
+    ("k3_s2_ceil_exact", 3, 2, {"ceil_mode": 1}, (9, 9)),
+    ("k3_s2_ceil_grows", 3, 2, {"ceil_mode": 1}, (10, 10)),
+    ("k2_1x1_image", 2, 1, {"pads": [0, 0, 1, 1]}, (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", MAX_POOLS, ids=[c[0] for c in MAX_POOLS])
+def test_max_pool_matches_onnxruntime(
+    case: tuple[Any, ...],
+    tmp_path: Path,
+    ort_run: Callable[..., list[np.ndarray]],
+    assert_close: Callable[..., None],
+) -> None:
+    """Max pools run on our kernel (a ceil-mode pool whose ceiling adds an output stays with
+    tract) and equal onnxruntime exactly, negative inputs and padding included, batch 1 and 3."""
+    name, k, stride, attrs, (h, w) = case
+    c = 6
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], kernel_shape=[k, k], strides=[stride] * 2, **attrs
+    )
+    graph = helper.make_graph(
+        [node],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, path)
+    engine = sparsepipe.Engine(str(path))
+    ops = [p["op"] for p in engine.profile([np.ones((1, c, h, w), np.float32)], iterations=1)]
+    assert ("SparsepipeMaxPool" in ops) == (name != "k3_s2_ceil_grows"), ops
+    for batch in BATCHES:
+        # All negative: a padding value of 0 instead of -inf would win.
+        normal = np.random.default_rng(batch).standard_normal((batch, c, h, w))
+        x = (-np.abs(normal) - 0.5).astype(np.float32)
+        got, want = list(engine([x])), ort_run(path, {"x": x})
+        assert_close(got, want, ["y"], context=f"{name} b{batch}")
+        np.testing.assert_array_equal(got[0], want[0])

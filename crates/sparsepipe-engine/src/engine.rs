@@ -231,6 +231,7 @@ impl Engine {
         explain_tract_matmuls(&mut misses, &report, options.dense_backend);
         passes::embedding::run(&mut typed).map_err(load_err(&path))?;
         passes::softmax::run(&mut typed, isa).map_err(load_err(&path))?;
+        passes::pool::run(&mut typed, isa).map_err(load_err(&path))?;
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =

@@ -104,7 +104,10 @@ impl Op for WeightLinear {
             self.k_start,
             self.k_start + self.k_axes,
             self.isa,
-            if self.packed.gelu() { " +gelu" } else { "" },
+            match self.packed.activation().name() {
+                "" => String::new(),
+                act => format!(" +{act}"),
+            },
             if self.residual { " +residual" } else { "" },
             if self.after_add.0 > f32::NEG_INFINITY || self.after_add.1 < f32::INFINITY { " +clamp" } else { "" }
         )])

@@ -76,7 +76,7 @@ impl DenseMatrix {
         let same = |m: &&DenseMatrix| {
             m.k == first.k
                 && m.panel == first.panel
-                && m.epi.gelu == first.epi.gelu
+                && m.epi.act == first.epi.act
                 && m.epi.min == first.epi.min
                 && m.epi.max == first.epi.max
         };
@@ -270,11 +270,11 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix
             }
         }
         let clamp = last && m.epi.clamps();
-        let gelu = last && m.epi.gelu;
+        let act = if last { m.epi.act } else { crate::Activation::None };
         let (lo, hi) = (S::splat(m.epi.min), S::splat(m.epi.max));
         for (r, row) in acc.iter().enumerate().take(b.valid) {
             for (v, &a) in row.iter().enumerate() {
-                let a = if gelu { crate::simd::gelu::<S>(a) } else { a };
+                let a = crate::simd::activate::<S>(act, a);
                 let a = if clamp { S::min(S::max(a, lo), hi) } else { a };
                 S::store(out.add(r * t.ys + v * LANES), a);
             }

@@ -27,7 +27,7 @@ pub use attention::{attention, reference_attention, AttnAxis, AttnLayout};
 pub use cache::l1d_bytes;
 pub use conv::{reference_conv, Conv2d};
 pub use dense::{dense_panel, DenseMatrix};
-pub use depthwise::{reference_depthwise, Depthwise};
+pub use depthwise::{max_pool, reference_depthwise, reference_max_pool, Depthwise};
 pub use isa::Isa;
 pub use norm::{layer_norm, reference_layer_norm};
 pub use softmax::softmax_axis;
@@ -35,7 +35,43 @@ pub use sparse::{default_kblock, SparseMatrix};
 
 use std::fmt;
 
-/// What is applied to each output on the way out: `clamp(gelu?(acc + bias[n]), min, max)`.
+/// An activation applied to each output after its bias.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Activation {
+    #[default]
+    None,
+    /// The exact (erf) GELU.
+    Gelu,
+    /// `x · sigmoid(x)` (SiLU, swish: YOLOv5/v8 and EfficientNet-B convolutions).
+    Silu,
+    /// `x` where positive, else `alpha · x`, for `0 <= alpha <= 1`.
+    LeakyRelu(f32),
+}
+
+impl Activation {
+    /// The activation of one value.
+    #[inline]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Gelu => simd::gelu_scalar(v),
+            Activation::Silu => v / (1.0 + (-v).exp()),
+            Activation::LeakyRelu(alpha) => v.max(alpha * v),
+        }
+    }
+
+    /// A short name for reports (`""` for none).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "",
+            Activation::Gelu => "gelu",
+            Activation::Silu => "silu",
+            Activation::LeakyRelu(_) => "leaky_relu",
+        }
+    }
+}
+
+/// What is applied to each output on the way out: `clamp(act(acc + bias[n]), min, max)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Epilogue {
     /// Per-output-channel bias (`N` values), if any.
@@ -44,13 +80,13 @@ pub struct Epilogue {
     pub min: f32,
     /// Upper clamp (`+inf` for none, `6` for ReLU6).
     pub max: f32,
-    /// Applies the exact (erf) GELU after the bias.
-    pub gelu: bool,
+    /// Applied after the bias, before the clamp.
+    pub act: Activation,
 }
 
 impl Default for Epilogue {
     fn default() -> Self {
-        Epilogue { bias: None, min: f32::NEG_INFINITY, max: f32::INFINITY, gelu: false }
+        Epilogue { bias: None, min: f32::NEG_INFINITY, max: f32::INFINITY, act: Activation::None }
     }
 }
 
@@ -65,10 +101,10 @@ impl Epilogue {
         self.min > f32::NEG_INFINITY || self.max < f32::INFINITY
     }
 
-    /// Applies the GELU and clamp to one value (the bias is added by the kernels).
+    /// Applies the activation and clamp to one value (the bias is added by the kernels).
     #[inline]
     pub fn apply(&self, v: f32) -> f32 {
-        let v = if self.gelu { simd::gelu_scalar(v) } else { v };
+        let v = self.act.apply(v);
         if self.clamps() {
             v.max(self.min).min(self.max)
         } else {
@@ -198,11 +234,11 @@ impl PackedLinear {
         }
     }
 
-    /// Whether the exact GELU is applied on the way out.
-    pub fn gelu(&self) -> bool {
+    /// The activation applied on the way out.
+    pub fn activation(&self) -> Activation {
         match self {
-            PackedLinear::Sparse(m) => m.epilogue().gelu,
-            PackedLinear::Dense(m) => m.epilogue().gelu,
+            PackedLinear::Sparse(m) => m.epilogue().act,
+            PackedLinear::Dense(m) => m.epilogue().act,
         }
     }
 

@@ -70,6 +70,24 @@ pub(crate) unsafe fn gelu<S: Simd>(x: S::V) -> S::V {
     }
 }
 
+/// `act` applied per lane (the ISA context is the caller's).
+#[inline(always)]
+pub(crate) unsafe fn activate<S: Simd>(act: crate::Activation, x: S::V) -> S::V {
+    // SAFETY: only trait operations on values; the ISA context is the caller's.
+    unsafe {
+        match act {
+            crate::Activation::None => x,
+            crate::Activation::Gelu => gelu::<S>(x),
+            crate::Activation::Silu => {
+                let e = S::exp(S::mul(x, S::splat(-1.0)));
+                S::div(x, S::add(e, S::splat(1.0)))
+            }
+            // For 0 <= alpha <= 1, max(x, alpha·x) (a NaN stays NaN: both operands are).
+            crate::Activation::LeakyRelu(alpha) => S::max(x, S::mul(x, S::splat(alpha))),
+        }
+    }
+}
+
 /// Scalar exact GELU with the same formula (reference and row tails).
 pub fn gelu_scalar(x: f32) -> f32 {
     let z = (x as f64 * std::f64::consts::FRAC_1_SQRT_2).abs();

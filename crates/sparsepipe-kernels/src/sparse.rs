@@ -114,7 +114,7 @@ impl SparseMatrix {
         let same = |m: &&SparseMatrix| {
             m.k == first.k
                 && m.kblock == first.kblock
-                && m.epi.gelu == first.epi.gelu
+                && m.epi.act == first.epi.act
                 && m.epi.min == first.epi.min
                 && m.epi.max == first.epi.max
         };
@@ -250,7 +250,8 @@ unsafe fn sparse_tile<S: Simd, const CB: usize, const U: usize>(m: &SparseMatrix
     debug_assert_eq!(t.w, CB * LANES);
     let w = CB * LANES;
     let clamp = m.epi.clamps();
-    let gelu = m.epi.gelu;
+    let act = m.epi.act;
+    let activates = act != crate::Activation::None;
     let (lo, hi) = (m.epi.min, m.epi.max);
     for kb in 0..m.nkb {
         let (first, last) = (kb == 0, kb + 1 == m.nkb);
@@ -301,10 +302,10 @@ unsafe fn sparse_tile<S: Simd, const CB: usize, const U: usize>(m: &SparseMatrix
                         acc[0][v] = S::add(acc[0][v], acc[u][v]);
                     }
                 }
-                if last && (clamp || gelu) {
+                if last && (clamp || activates) {
                     let (lo, hi) = (S::splat(lo), S::splat(hi));
                     for v in 0..CB {
-                        let a = if gelu { crate::simd::gelu::<S>(acc[0][v]) } else { acc[0][v] };
+                        let a = crate::simd::activate::<S>(act, acc[0][v]);
                         let a = if clamp { S::min(S::max(a, lo), hi) } else { a };
                         S::store(out.add(v * LANES), a);
                     }

@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use sparsepipe_kernels::{
-    dense_panel, reference_conv, reference_depthwise, reference_linear, Conv2d, DenseMatrix, Depthwise, Epilogue, Isa,
-    PackedLinear, Residual,
+    dense_panel, max_pool, reference_conv, reference_depthwise, reference_linear, reference_max_pool, Activation,
+    Conv2d, DenseMatrix, Depthwise, Epilogue, Isa, PackedLinear, Residual,
 };
 
 /// Deterministic pseudo-random weights with the requested fraction of exact zeros.
@@ -59,9 +59,11 @@ fn epilogue(kind: u8, n: usize, seed: u64) -> Epilogue {
     match kind {
         0 => Epilogue::default(),
         1 => Epilogue::with_bias(bias),
-        2 => Epilogue { bias: Some(bias), min: 0.0, max: f32::INFINITY, gelu: false },
-        3 => Epilogue { bias: Some(bias), gelu: true, ..Default::default() },
-        _ => Epilogue { bias: None, min: 0.0, max: 6.0, gelu: false },
+        2 => Epilogue { bias: Some(bias), min: 0.0, max: f32::INFINITY, act: Activation::None },
+        3 => Epilogue { bias: Some(bias), act: Activation::Gelu, ..Default::default() },
+        5 => Epilogue { bias: Some(bias), act: Activation::Silu, ..Default::default() },
+        6 => Epilogue { bias: Some(bias), act: Activation::LeakyRelu(0.1), ..Default::default() },
+        _ => Epilogue { bias: None, min: 0.0, max: 6.0, act: Activation::None },
     }
 }
 
@@ -72,7 +74,7 @@ proptest! {
     fn row_major_matches_reference(
         k in prop_oneof![1usize..70, 120usize..400], n in 1usize..70, m in 1usize..140,
         sparsity in prop_oneof![Just(0.0), Just(0.5), Just(0.9), Just(1.0), 0.0f64..1.0],
-        epi in 0u8..5, seed in any::<u64>(),
+        epi in 0u8..7, seed in any::<u64>(),
     ) {
         let w = weights(k, n, sparsity, seed);
         check(&w, k, n, epilogue(epi, n, seed), m, 1, seed);
@@ -81,7 +83,7 @@ proptest! {
     #[test]
     fn channels_first_matches_reference(
         k in 1usize..40, n in 1usize..40, batch in 1usize..3, hw in 1usize..100,
-        sparsity in 0.0f64..1.0, epi in 0u8..5, seed in any::<u64>(),
+        sparsity in 0.0f64..1.0, epi in 0u8..7, seed in any::<u64>(),
     ) {
         let w = weights(k, n, sparsity, seed);
         check(&w, k, n, epilogue(epi, n, seed), batch, hw, seed);
@@ -130,7 +132,7 @@ proptest! {
         k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)], kw_same in any::<bool>(),
         sh in 1usize..3, sw in 1usize..3, dil in 1usize..3,
         pads in (0usize..4, 0usize..4, 0usize..4, 0usize..4),
-        sparsity in prop_oneof![Just(0.0), Just(0.5), Just(0.9)], epi in 0u8..5,
+        sparsity in prop_oneof![Just(0.0), Just(0.5), Just(0.9)], epi in 0u8..7,
         batch in 1usize..4, seed in any::<u64>(),
     ) {
         let kw = if kw_same { k } else { 1 + (k + 1) % 4 };
@@ -163,8 +165,55 @@ fn check_depthwise(g: &Conv2d, epi: Epilogue, batch: usize, seed: u64) {
     }
 }
 
+/// Every ISA of the max pool against its reference, exactly (a maximum is never rounded).
+fn check_max_pool(g: &Conv2d, batch: usize, seed: u64) {
+    let x = inputs(batch * g.c * g.h * g.w, seed);
+    let want = reference_max_pool(g, &x, batch);
+    for isa in Isa::available() {
+        let mut y = vec![f32::NAN; want.len()];
+        max_pool(isa, g, &x, batch, &mut y).unwrap();
+        assert_eq!(y, want, "max pool {isa} {g:?} batch={batch}");
+    }
+}
+
+#[test]
+fn max_pools_of_vision_models_match_in_parallel() {
+    let cases = [
+        // YOLOv3-tiny: 2x2 stride 2, and 2x2 stride 1 padded after (the size is kept).
+        Conv2d::new((16, 52, 52), (2, 2), (2, 2), (1, 1), (0, 0), (0, 0)).unwrap(),
+        Conv2d::new((32, 13, 13), (2, 2), (1, 1), (1, 1), (0, 0), (1, 1)).unwrap(),
+        // ResNet's 3x3 stride 2 padded stem pool, on an odd image.
+        Conv2d::new((8, 57, 57), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)).unwrap(),
+        // YOLOv8's SPPF: 5x5 stride 1 padded 2.
+        Conv2d::new((24, 10, 10), (5, 5), (1, 1), (1, 1), (2, 2), (2, 2)).unwrap(),
+    ];
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (i, g) in cases.iter().enumerate() {
+                check_max_pool(g, 1 + i % 2, i as u64);
+            }
+        });
+    }
+    let g = cases[0];
+    let mut y = vec![0.0; 10];
+    assert!(max_pool(Isa::Portable, &g, &[0.0; 5], 1, &mut y).is_err());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn max_pools_match_reference(
+        c in 1usize..6, h in 1usize..14, w in 1usize..14, k in 1usize..6, kw in 1usize..4,
+        sh in 1usize..4, sw in 1usize..3, dil in 1usize..3,
+        pads in (0usize..3, 0usize..3, 0usize..3, 0usize..3), batch in 1usize..3, seed in any::<u64>(),
+    ) {
+        let (pt, pl, pb, pr) = pads;
+        if let Ok(g) = Conv2d::new((c, h, w), (k, kw), (sh, sw), (dil, 1), (pt, pl), (pb, pr)) {
+            check_max_pool(&g, batch, seed);
+        }
+    }
 
     #[test]
     fn depthwise_convolutions_match_reference(
@@ -172,7 +221,7 @@ proptest! {
         k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)], kw_same in any::<bool>(),
         sh in 1usize..3, sw in 1usize..4, dil in 1usize..3,
         pads in (0usize..4, 0usize..4, 0usize..4, 0usize..4),
-        epi in 0u8..5, batch in 1usize..4, seed in any::<u64>(),
+        epi in 0u8..7, batch in 1usize..4, seed in any::<u64>(),
     ) {
         let kw = if kw_same { k } else { 1 + (k + 1) % 4 };
         let (pt, pl, pb, pr) = pads;
@@ -339,7 +388,7 @@ fn dense_panels_of_six_and_eight_match_on_every_isa() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     for &(k, n) in &[(1100usize, 29usize), (40, 50), (300, 7), (0, 9)] {
         let w = weights(k, n, 0.0, 21);
-        for kind in 0..5u8 {
+        for kind in 0..7u8 {
             let epi = epilogue(kind, n, 22);
             for panel in [6, 8] {
                 let packed =
@@ -573,7 +622,7 @@ fn concatenated_weights_give_each_part() {
     let a = PackedLinear::sparse(4, 4, |_, _| 1.0, Epilogue::default());
     let b = PackedLinear::dense(4, 4, |_, _| 1.0, Epilogue::default());
     let c = PackedLinear::sparse(5, 4, |_, _| 1.0, Epilogue::default());
-    let d = PackedLinear::sparse(4, 4, |_, _| 1.0, Epilogue { gelu: true, ..Default::default() });
+    let d = PackedLinear::sparse(4, 4, |_, _| 1.0, Epilogue { act: Activation::Gelu, ..Default::default() });
     for pair in [[&a, &b], [&a, &c], [&a, &d]] {
         assert!(PackedLinear::concat_n(&pair).is_none());
     }
@@ -824,7 +873,7 @@ fn gelu_epilogue_matches_the_exact_gelu() {
     }
     let xs: Vec<f32> = (-600..=600).map(|i| i as f32 / 100.0).collect();
     let w = [1.0f32];
-    let epi = Epilogue { gelu: true, ..Default::default() };
+    let epi = Epilogue { act: Activation::Gelu, ..Default::default() };
     let p = PackedLinear::sparse(1, 1, |_, _| w[0], epi.clone());
     let d = PackedLinear::dense(1, 1, |_, _| w[0], epi);
     for isa in Isa::available() {
@@ -838,6 +887,36 @@ fn gelu_epilogue_matches_the_exact_gelu() {
                     (*got as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
                     "{isa} gelu({x}) = {got}, want {want}"
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn silu_and_leaky_relu_epilogues_match_their_definitions() {
+    let mut xs: Vec<f32> = (-600..=600).map(|i| i as f32 / 50.0).collect();
+    xs.extend([-1e4, -100.0, -88.5, 88.5, 100.0, 1e4]);
+    type Reference = fn(f64) -> f64;
+    let cases: [(Activation, Reference); 3] = [
+        (Activation::Silu, |x| x / (1.0 + (-x).exp())),
+        (Activation::LeakyRelu(0.1), |x| if x > 0.0 { x } else { 0.1 * x }),
+        (Activation::LeakyRelu(0.0), |x| x.max(0.0)),
+    ];
+    for (act, reference) in cases {
+        let epi = Epilogue { act, ..Default::default() };
+        let p = PackedLinear::sparse(1, 1, |_, _| 1.0, epi.clone());
+        let d = PackedLinear::dense(1, 1, |_, _| 1.0, epi);
+        for isa in Isa::available() {
+            for packed in [&p, &d] {
+                let mut y = vec![0f32; xs.len()];
+                packed.run(isa, &xs, xs.len(), 1, &mut y).unwrap();
+                for (x, got) in xs.iter().zip(&y) {
+                    let want = reference(*x as f64);
+                    assert!(
+                        (*got as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                        "{isa} {act:?}({x}) = {got}, want {want}"
+                    );
+                }
             }
         }
     }

@@ -1,16 +1,17 @@
 //! Finds the bias `Add` and clamp (`Max`/`Min` with a constant, as ReLU and ReLU6 become), or
-//! the bias and an exact (erf) GELU, that follow a weight matmul and can be folded into it.
+//! the bias and an activation (exact GELU, SiLU, LeakyReLU), that follow a weight matmul or
+//! convolution and can be folded into it.
 
-use sparsepipe_kernels::Epilogue;
+use sparsepipe_kernels::{Activation, Epilogue};
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::element_wise::ElementWiseOp;
-use tract_core::ops::nn::GeluExact;
+use tract_core::ops::nn::{GeluExact, LeakyRelu, Silu};
 
 /// An epilogue and the nodes it replaces.
 #[derive(Debug)]
 pub struct Absorbed {
-    /// Bias, then either a clamp or an exact GELU (`epilogue.gelu`).
+    /// Bias, then either a clamp or an activation (`epilogue.act`).
     pub epilogue: Epilogue,
     /// The node whose output the fused op now produces.
     pub last: usize,
@@ -20,7 +21,8 @@ pub struct Absorbed {
 
 /// Walks the single-successor chain after `node` (whose output has `n` channels at axis
 /// `n_axis`, `usize::MAX` when it has none), absorbing a bias Add then either Max/Min clamps with
-/// constant operands or one exact (erf) GELU, which tract's declutter has made a `GeluExact`.
+/// constant operands or one activation: an exact (erf) GELU, a SiLU (tract's declutter has made
+/// them `GeluExact` and `Silu`) or a LeakyReLU whose slope lies in `0..=1`.
 pub fn absorb(model: &TypedModel, node: usize, n_axis: usize, n: usize) -> TractResult<Absorbed> {
     let mut bias: Option<Vec<f32>> = None;
     let (mut min, mut max) = (f32::NEG_INFINITY, f32::INFINITY);
@@ -40,15 +42,15 @@ pub fn absorb(model: &TypedModel, node: usize, n_axis: usize, n: usize) -> Tract
         names.push(succ.name.clone());
         cur = succ.id;
     }
-    let mut gelu = false;
+    let mut act = Activation::None;
     if min == f32::NEG_INFINITY && max == f32::INFINITY && !outputs.contains(&OutletId::new(cur, 0)) {
-        if let Some(id) = gelu_after(model, cur, &outputs)? {
-            gelu = true;
+        if let Some((id, a)) = activation_after(model, cur)? {
+            act = a;
             names.push(model.node(id).name.clone());
             cur = id;
         }
     }
-    Ok(Absorbed { epilogue: Epilogue { bias, min, max, gelu }, last: cur, names })
+    Ok(Absorbed { epilogue: Epilogue { bias, min, max, act }, last: cur, names })
 }
 
 /// Walks the single-successor chain after `node` absorbing `Max`/`Min` with one constant value
@@ -114,16 +116,25 @@ fn per_channel(c: &Tensor, rank: usize, n_axis: usize, n: usize) -> TractResult<
     Ok(Some(if vals.len() == n { vals.to_vec() } else { vec![vals[0]; n] }))
 }
 
-/// The `GeluExact` node that alone consumes node `x`'s f32 output, if there is one.
-fn gelu_after(model: &TypedModel, x: usize, outputs: &[OutletId]) -> TractResult<Option<usize>> {
+/// The activation node that alone consumes node `x`'s f32 output, if there is one our kernels
+/// compute, and that activation.
+fn activation_after(model: &TypedModel, x: usize) -> TractResult<Option<(usize, Activation)>> {
     let f32t = f32::datum_type();
     let x_out = OutletId::new(x, 0);
     let succs = model.outlet_successors(x_out);
     let [only] = succs else { return Ok(None) };
     let node = model.node(only.node);
-    let is_gelu =
-        node.op_as::<ElementWiseOp>().is_some_and(|op| op.1.is_none() && op.0.downcast_ref::<GeluExact>().is_some());
+    let Some(op) = node.op_as::<ElementWiseOp>().filter(|op| op.1.is_none()) else { return Ok(None) };
+    let act = if op.0.downcast_ref::<GeluExact>().is_some() {
+        Activation::Gelu
+    } else if op.0.downcast_ref::<Silu>().is_some() {
+        Activation::Silu
+    } else if let Some(l) = op.0.downcast_ref::<LeakyRelu>().filter(|l| (0.0..=1.0).contains(&l.alpha)) {
+        Activation::LeakyRelu(l.alpha)
+    } else {
+        return Ok(None);
+    };
     let out = OutletId::new(node.id, 0);
     let typed = model.outlet_fact(x_out)?.datum_type == f32t && model.outlet_fact(out)?.datum_type == f32t;
-    Ok((is_gelu && typed && !outputs.contains(&out)).then_some(node.id))
+    Ok(typed.then_some((node.id, act)))
 }

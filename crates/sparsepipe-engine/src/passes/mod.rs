@@ -9,6 +9,7 @@ pub mod epilogue;
 pub(crate) mod guarded;
 pub mod layer_norm;
 mod pattern;
+pub mod pool;
 pub use pattern::ON_TRACT_MATMUL;
 pub mod qkv;
 pub mod residual;
