@@ -246,8 +246,9 @@ fn convolutions(isa: Isa, peak: f64, filter: Option<&str>, pool: &rayon::ThreadP
             let nnz = wts.iter().filter(|v| **v != 0.0).count();
             let at = |r: usize, n: usize| wts[r * o + n];
             let epi = Epilogue::with_bias(vec![0.1; o]);
+            let kblock = std::env::var("KBLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or_else(default_kblock);
             let packed = if sparsity > 0.0 {
-                PackedLinear::sparse(g.k(), o, at, epi)
+                PackedLinear::sparse_with_kblock(g.k(), o, at, epi, kblock)
             } else {
                 PackedLinear::dense(g.k(), o, at, epi)
             };

@@ -107,9 +107,10 @@ impl Conv2d {
 }
 
 /// `y = epi(conv(x, W))`, plus `add` then its clamp when given, for `x: [batch, C, H, W]` and
-/// `y`, `add.values`: `[batch, N, oh, ow]` (lengths and `K` checked by the caller): one job per (tile of output pixels, range of output
-/// channels), each gathering its tile's taps and writing its channels' rows of `y` a chunk at a
-/// time while they are in cache.
+/// `y`, `add.values`: `[batch, N, oh, ow]` (lengths and `K` checked by the caller): one job per
+/// (tile of output pixels, range of output channels), each gathering its tile's taps and writing
+/// its channels' rows of `y` a chunk at a time while they are in cache. Tiles run over the
+/// pixels of the whole batch, so small images (7x7) fill them across image boundaries.
 pub(crate) fn run_conv<K: TileKernel>(
     kern: &K,
     isa: crate::Isa,
@@ -123,8 +124,8 @@ pub(crate) fn run_conv<K: TileKernel>(
     if batch == 0 || cols == 0 || n == 0 {
         return;
     }
-    let tiles: Vec<(usize, usize, usize)> =
-        (0..batch).flat_map(|b| (0..cols).step_by(COL_TILE).map(move |c0| (b, c0, COL_TILE.min(cols - c0)))).collect();
+    let total = batch * cols;
+    let tiles: Vec<TilePos> = (0..total).step_by(COL_TILE).map(|q0| (q0, COL_TILE.min(total - q0))).collect();
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && kern.macs_per_col().saturating_mul(batch * cols) >= PAR_MIN_MACS;
     let parts = if parallel { plan_parts(tiles.len(), COL_TILE, kern.macs_per_col(), n, threads) } else { 1 };
@@ -154,15 +155,17 @@ pub(crate) fn run_conv<K: TileKernel>(
         }
         None => dst.copy_from_slice(src),
     };
-    let body = |&((b, c0, cnt), (ch0, ch1)): &(TilePos, (usize, usize))| {
+    let body = |&((q0, cnt), (ch0, ch1)): &(TilePos, (usize, usize))| {
         let w = cnt.div_ceil(LANES) * LANES;
         let chunk = crate::exec::CH_CHUNK.min(ch1 - ch0);
-        // A whole tile is computed straight into `y` (its rows `cols` apart); a partial one,
-        // whose padded width would overrun its rows, through scratch.
-        let direct = cnt == w;
+        // A whole tile inside one image is computed straight into `y` (its rows `cols` apart);
+        // a partial one, whose padded width would overrun its rows, or one across images,
+        // through scratch.
+        let (b, c0) = (q0 / cols, q0 % cols);
+        let direct = cnt == w && c0 + cnt <= cols;
         with_scratch(k * w + if direct { 0 } else { chunk * w }, |buf| {
             let (xt, yt) = buf.split_at_mut(k * w);
-            gather(isa, g, &src, (b, c0, cnt), xt, w);
+            gather(isa, g, &src, (q0, cnt), xt, w);
             if direct {
                 let mut a = ch0;
                 while a < ch1 {
@@ -189,13 +192,15 @@ pub(crate) fn run_conv<K: TileKernel>(
                 return;
             }
             compute_chunks(kern, isa, xt, w, (ch0, ch1), yt, |a, e, done| {
-                for ch in a..e {
-                    let at = (b * n + ch) * cols + c0;
-                    // SAFETY: channel `ch`'s pixels c0..c0 + cnt of image `b` lie inside `y`
-                    // ((b·N + ch)·cols + c0 + cnt <= batch·N·cols); jobs write disjoint
-                    // (image, pixels, channels) blocks.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), cnt) };
-                    finish(at, &done[(ch - a) * w..][..cnt], dst);
+                for (b, p, len, j0) in pieces(q0, cnt, cols) {
+                    for ch in a..e {
+                        let at = (b * n + ch) * cols + p;
+                        // SAFETY: channel `ch`'s pixels p..p + len of image `b` lie inside `y`
+                        // ((b·N + ch)·cols + p + len <= batch·N·cols); jobs write disjoint
+                        // (pixels, channels) blocks.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), len) };
+                        finish(at, &done[(ch - a) * w + j0..][..len], dst);
+                    }
                 }
             });
         })
@@ -282,8 +287,8 @@ unsafe fn split(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], dst: &mut [f32], t
     }
 }
 
-/// Fills the packed tile `xt` (`[K][w]`) with the `K` taps of output pixels `p0..p0 + cnt` of
-/// image `b` of `src`, zero in columns `cnt..w`.
+/// Fills the packed tile `xt` (`[K][w]`) with the `K` taps of the batch's output pixels
+/// `q0..q0 + cnt` from `src`, zero in columns `cnt..w`.
 fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: usize) {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
@@ -309,31 +314,33 @@ fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32],
     }
 }
 
-/// [`gather`] for one ISA: the tile's runs along output rows (one run when the source is flat),
-/// then for every input channel and tap one vector copy per run. Rows are written in order, each
+/// [`gather`] for one ISA: the tile's runs along output rows (one per image when the source is
+/// flat), then for every input channel and tap one vector copy per run. Rows are written in order, each
 /// run's whole-vector tail landing only on columns written later or zeroed at the end.
 ///
 /// # Safety
 /// `S` must be supported by this CPU.
 #[inline(always)]
-unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (b, p0, cnt): TilePos, xt: &mut [f32], w: usize) {
-    // (offset in the channel, first column of the tile, length) per run.
+unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (q0, cnt): TilePos, xt: &mut [f32], w: usize) {
+    // (offset in `data` for channel 0, first column of the tile, length) per run.
     let mut runs = [(0usize, 0usize, 0usize); COL_TILE];
     let mut nruns = 0;
-    if src.flat {
-        runs[0] = (p0, 0, cnt);
-        nruns = 1;
-    } else {
-        let mut p = p0;
-        while p < p0 + cnt {
-            let (oy, ox) = (p / g.ow, p % g.ow);
-            let len = (g.ow - ox).min(p0 + cnt - p);
-            runs[nruns] = (oy * src.pw + ox, p - p0, len);
+    for (b, p0, len, j0) in pieces(q0, cnt, g.cols()) {
+        if src.flat {
+            runs[nruns] = (b * src.image + p0, j0, len);
             nruns += 1;
-            p += len;
+            continue;
+        }
+        let mut p = p0;
+        while p < p0 + len {
+            let (oy, ox) = (p / g.ow, p % g.ow);
+            let run = (g.ow - ox).min(p0 + len - p);
+            runs[nruns] = (b * src.image + oy * src.pw + ox, j0 + p - p0, run);
+            nruns += 1;
+            p += run;
         }
     }
-    let data = &src.data[b * src.image..];
+    let data = src.data;
     let taps = src.taps.len();
     for ci in 0..g.c {
         for (t, &tap) in src.taps.iter().enumerate() {
@@ -358,8 +365,22 @@ unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (b, p0, cnt): TileP
     zero_padding(xt, cnt, w);
 }
 
-/// A tile of output pixels: image, first pixel, pixel count.
-type TilePos = (usize, usize, usize);
+/// A tile of output pixels: the first (counted over the whole batch) and how many.
+type TilePos = (usize, usize);
+
+/// The tile `(q0, cnt)` image by image: `(image, first pixel, pixel count, first tile column)`.
+fn pieces(q0: usize, cnt: usize, cols: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut q = q0;
+    std::iter::from_fn(move || {
+        (q < q0 + cnt).then(|| {
+            let (b, p) = (q / cols, q % cols);
+            let len = (cols - p).min(q0 + cnt - q);
+            let piece = (b, p, len, q - q0);
+            q += len;
+            piece
+        })
+    })
+}
 
 /// Reference convolution `y = epi(conv(x, w)) ` with `w` `[O, C, kh, kw]`, straight loops in
 /// f64; used by tests.

@@ -165,6 +165,27 @@ fn check_depthwise(g: &Conv2d, epi: Epilogue, batch: usize, seed: u64) {
     }
 }
 
+#[test]
+fn convolution_tiles_run_across_the_images_of_a_batch() {
+    // 7x7 and 5x3 images: 64-pixel tiles hold pieces of several images, on one thread and on
+    // three (channel ranges split the tiles).
+    let cases = [
+        (Conv2d::new((5, 7, 7), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)).unwrap(), 11, 16),
+        (Conv2d::new((9, 7, 7), (1, 1), (1, 1), (1, 1), (0, 0), (0, 0)).unwrap(), 20, 5),
+        (Conv2d::new((4, 5, 3), (3, 3), (2, 1), (1, 1), (1, 0), (1, 2)).unwrap(), 7, 9),
+    ];
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            for (i, (g, o, batch)) in cases.iter().enumerate() {
+                for sparsity in [0.0, 0.9] {
+                    check_conv(g, *o, sparsity, epilogue(5, *o, i as u64), *batch, i as u64);
+                }
+            }
+        });
+    }
+}
+
 /// Every ISA of the max pool against its reference, exactly (a maximum is never rounded).
 fn check_max_pool(g: &Conv2d, batch: usize, seed: u64) {
     let x = inputs(batch * g.c * g.h * g.w, seed);
