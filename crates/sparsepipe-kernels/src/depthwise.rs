@@ -1,7 +1,8 @@
-//! Depthwise 2-D convolutions (one `kh x kw` filter per channel) computed directly on NCHW
-//! planes: each plane is copied once into a zero-padded buffer split into `stride` column phases,
-//! so every tap of every output row is one contiguous multiply-add over the row, vectorised
-//! along the output columns; the bias, clamp and a residual are applied while the row is hot.
+//! Depthwise 2-D convolutions (one `kh x kw` filter per channel) and max pooling, computed
+//! directly on NCHW planes: each plane is copied once into its padded stride phases
+//! ([`crate::phases`]), so every tap of a band of output rows laid end to end is one contiguous
+//! run, summed (or maximised) over every tap a few vectors at a time in registers; the bias,
+//! activation, clamp and a residual are applied on the way out.
 
 use rayon::prelude::*;
 
