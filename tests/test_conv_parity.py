@@ -332,6 +332,12 @@ def test_max_pool_matches_onnxruntime(
     engine = sparsepipe.Engine(str(path))
     ops = [p["op"] for p in engine.profile([np.ones((1, c, h, w), np.float32)], iterations=1)]
     assert ("SparsepipeMaxPool" in ops) == (name != "k3_s2_ceil_grows"), ops
+    misses = [m for m in engine.fusion_misses() if m["kind"] == "max_pool"]
+    if name == "k3_s2_ceil_grows":
+        (miss,) = misses
+        assert miss["node"] == "y" and "ceil_mode" in str(miss["reason"]), miss
+    else:
+        assert misses == [], misses
     for batch in BATCHES:
         # All negative: a padding value of 0 instead of -inf would win.
         normal = np.random.default_rng(batch).standard_normal((batch, c, h, w))
@@ -339,3 +345,31 @@ def test_max_pool_matches_onnxruntime(
         got, want = list(engine([x])), ort_run(path, {"x": x})
         assert_close(got, want, ["y"], context=f"{name} b{batch}")
         np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_a_convolution_left_to_tract_is_listed_with_why(
+    tmp_path: Path, ort_run: Callable[..., list[np.ndarray]], assert_close: Callable[..., None]
+) -> None:
+    """A grouped convolution with two channels per group runs on tract's op, equals
+    onnxruntime, and ``fusion_misses`` (what ``sparsepipe analyze`` prints) says why."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 2, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "W"], ["y"], kernel_shape=[3, 3], pads=[1] * 4, group=4)
+    graph = helper.make_graph(
+        [node],
+        "grouped",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "grouped.onnx"
+    onnx.save(model, path)
+    engine = sparsepipe.Engine(str(path), fuse=False)
+    (miss,) = [m for m in engine.fusion_misses() if m["kind"] == "convolution"]
+    assert miss["node"] == "y", miss
+    assert "4 groups of 2 input channels" in str(miss["reason"]), miss
+    assert "tract" in str(miss["reason"]), miss
+    x = rng.standard_normal((1, 8, 9, 9)).astype(np.float32)
+    assert_close(list(engine([x])), ort_run(path, {"x": x}), ["y"], context="grouped")

@@ -276,7 +276,10 @@ class Engine:
         matmul fed by another (directly or through element-wise ops) that does not run chained
         to it. The reason says what did not match and, when an option would fix it, which;
         ``related`` names the node it is about when that is not ``node`` (e.g. a weight matmul
-        left to tract), else None. Empty when ``fuse=False``."""
+        left to tract), else None. Besides those (none when ``fuse=False``), kind
+        ``"convolution"`` lists each convolution and ``"max_pool"`` each max pool that our
+        kernels do not take and tract runs (e.g. grouped convolutions with several channels per
+        group, a ceil-mode pool that rounds its output size up), with why."""
         return [
             {"kind": kind, "node": node, "reason": reason, "related": related}
             for kind, node, reason, related in self._engine.fusion_misses()

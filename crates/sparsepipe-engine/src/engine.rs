@@ -76,7 +76,8 @@ pub struct FusedOp {
 /// A candidate for one kind of fused op that runs on the per-operator path instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FusionMiss {
-    /// The kind of fused op it could have been, as in [`FusedOp::kind`].
+    /// The kind of fused op it could have been, as in [`FusedOp::kind`], or the op of ours a
+    /// convolution or max pool could have become (`"convolution"`, `"max_pool"`).
     pub kind: &'static str,
     /// The node the pass looked at: a softmax (`"attention"`, `"qkv_projection"`), a
     /// normalization (`"layer_norm"`), an `Add` (`"residual_add"`) or the second of two
@@ -177,7 +178,8 @@ impl Engine {
             pool: pool.pool().clone(),
         };
         let mut report = weight_matmul::run(&mut typed, &cfg).map_err(load_err(&path))?;
-        report.extend(passes::conv::run(&mut typed, &cfg).map_err(load_err(&path))?);
+        let (conv_lines, conv_misses) = passes::conv::run(&mut typed, &cfg).map_err(load_err(&path))?;
+        report.extend(conv_lines);
         let mut fused = vec![];
         let mut misses = vec![];
         let mut missed = |kind: &'static str, found: Vec<passes::Miss>| {
@@ -188,6 +190,7 @@ impl Engine {
                 related: m.related,
             }))
         };
+        missed("convolution", conv_misses);
         if options.fuse {
             let (found, missing) = passes::attention::run(&mut typed, isa).map_err(load_err(&path))?;
             missed("attention", missing);
@@ -231,7 +234,13 @@ impl Engine {
         explain_tract_matmuls(&mut misses, &report, options.dense_backend);
         passes::embedding::run(&mut typed).map_err(load_err(&path))?;
         passes::softmax::run(&mut typed, isa).map_err(load_err(&path))?;
-        passes::pool::run(&mut typed, isa).map_err(load_err(&path))?;
+        let pool_misses = passes::pool::run(&mut typed, isa).map_err(load_err(&path))?;
+        misses.extend(pool_misses.into_iter().map(|m| FusionMiss {
+            kind: "max_pool",
+            node: m.node,
+            reason: m.reason,
+            related: m.related,
+        }));
         passes::broadcast_add::run(&mut typed).map_err(load_err(&path))?;
         passes::guarded::optimize(&mut typed).map_err(load_err(&path))?;
         let run_options =

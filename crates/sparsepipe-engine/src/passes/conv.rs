@@ -8,8 +8,8 @@ use tract_core::internal::*;
 use tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_core::ops::nn::DataFormat;
 
-use super::epilogue;
 use super::weight_matmul::{Config, DenseBackend};
+use super::{epilogue, Miss};
 use crate::conv_op::{geometry, ConvKernel, WeightConv};
 use crate::report::LayerReport;
 use sparsepipe_kernels::{Depthwise, Epilogue, PackedLinear};
@@ -33,13 +33,21 @@ struct Found {
     bias: Option<Vec<f32>>,
 }
 
-/// Runs the pass; returns one report line per constant-kernel convolution it took or timed.
-pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>> {
-    let mut report = vec![];
+/// Runs the pass; returns one report line per constant-kernel convolution it took or timed, and
+/// why each other convolution stays with tract.
+pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<(Vec<LayerReport>, Vec<Miss>)> {
+    let (mut report, mut misses) = (vec![], vec![]);
     for id in model.eval_order()? {
         let node = model.node(id);
         let Some(conv) = node.op_as::<Conv>() else { continue };
-        let Some(found) = analyze(model, node, conv)? else { continue };
+        let found = match analyze(model, node, conv)? {
+            Ok(found) => found,
+            Err(why) => {
+                let reason = format!("{why}; it runs on tract's convolution");
+                misses.push(Miss { node: node.name.clone(), reason, related: None });
+                continue;
+            }
+        };
         if found.depthwise {
             let conv = conv.clone();
             depthwise(model, id, &conv, found, cfg)?;
@@ -108,7 +116,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
         report.push(line);
     }
     model.compact()?;
-    Ok(report)
+    Ok((report, misses))
 }
 
 /// The convolution's own bias plus the one absorbed after it, channel by channel.
@@ -167,36 +175,41 @@ fn depthwise(model: &mut TypedModel, id: usize, conv: &Conv, found: Found, cfg: 
 
 /// The convolution's channels, kernel, weight and bias when our kernels can run it: f32,
 /// groups 1 or depthwise, OIHW kernel and bias constants, channels-first input with concrete
-/// channels (the image size may be symbolic).
-fn analyze(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Found>> {
+/// channels (the image size may be symbolic); otherwise why not.
+fn analyze(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Result<Found, String>> {
     let spec = &conv.pool_spec;
     let has_n = match spec.data_format {
         DataFormat::NCHW => true,
         DataFormat::CHW => false,
-        _ => return Ok(None),
+        _ => return Ok(Err("its input is channels-last (NHWC); our kernels read NCHW".into())),
     };
-    if conv.q_params.is_some() || conv.kernel_fmt != KernelFormat::OIHW || spec.rank() != 2 {
-        return Ok(None);
+    if conv.q_params.is_some() {
+        return Ok(Err("it is quantized".into()));
+    }
+    if conv.kernel_fmt != KernelFormat::OIHW || spec.rank() != 2 {
+        return Ok(Err(format!("it is not a 2-D convolution with an OIHW kernel ({:?})", conv.kernel_fmt)));
     }
     if node.inputs.len() != 3 {
-        return Ok(None);
+        return Ok(Err("it has no bias input after declutter".into()));
     }
     let facts = model.node_input_facts(node.id)?;
     let f32t = f32::datum_type();
     let out = model.outlet_fact(OutletId::new(node.id, 0))?;
     if facts.iter().any(|f| f.datum_type != f32t) || out.datum_type != f32t {
-        return Ok(None);
+        return Ok(Err("it is not f32".into()));
     }
-    let (Some(weight), Some(bias)) = (facts[1].konst.clone(), facts[2].konst.clone()) else { return Ok(None) };
+    let (Some(weight), Some(bias)) = (facts[1].konst.clone(), facts[2].konst.clone()) else {
+        return Ok(Err("its kernel or bias is not a constant".into()));
+    };
     if !weight.is_plain() || !bias.is_plain() || weight.rank() != 4 {
-        return Ok(None);
+        return Ok(Err("its kernel is not a plain rank-4 tensor".into()));
     }
     let x = &facts[0].shape;
     let lead = has_n as usize;
     if x.len() != 3 + lead {
-        return Ok(None);
+        return Ok(Err(format!("its input has rank {}", x.len())));
     }
-    let Ok(c) = x[lead].to_usize() else { return Ok(None) };
+    let Ok(c) = x[lead].to_usize() else { return Ok(Err("its channel count is symbolic".into())) };
     let (h, w) = (x[lead + 1].to_usize().ok(), x[lead + 2].to_usize().ok());
     let ws = weight.shape();
     let o = ws[0];
@@ -204,22 +217,25 @@ fn analyze(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opt
     let depthwise = conv.group > 1 && conv.group == c && o == c && ws[1] == 1;
     let in_per_group = if depthwise { 1 } else { c };
     if !(conv.group == 1 || depthwise) || ws[1] != in_per_group || o != spec.output_channels {
-        return Ok(None);
+        return Ok(Err(format!(
+            "it has {} groups of {} input channels (our kernels take groups 1 and depthwise)",
+            conv.group, ws[1]
+        )));
     }
     if ws[2] != spec.kernel_shape[0] || ws[3] != spec.kernel_shape[1] {
-        return Ok(None);
+        return Ok(Err("its kernel shape differs from its attributes".into()));
     }
     let b = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
     let bias = match b.len() {
         _ if b.iter().all(|v| *v == 0.0) => None,
         1 if bias.rank() == 0 => Some(vec![b[0]; o]),
         len if len == o => Some(b),
-        _ => return Ok(None),
+        _ => return Ok(Err(format!("its bias has {} values for {o} output channels", b.len()))),
     };
     // A concrete image must fit the window now; a symbolic one is checked on each call.
     if let (Some(h), Some(w)) = (h, w) {
-        if geometry(spec, c, h, w).is_err() {
-            return Ok(None);
+        if let Err(e) = geometry(spec, c, h, w) {
+            return Ok(Err(format!("its geometry does not fit our kernels: {e}")));
         }
     }
     let mut timing: TVec<usize> = x.iter().map(|d| d.to_usize().unwrap_or(SYMBOLIC_SIDE)).collect();
@@ -227,5 +243,5 @@ fn analyze(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Opt
         timing[0] = 1;
     }
     let kernel = (ws[2], ws[3]);
-    Ok(Some(Found { c, kernel, timing, depthwise, has_n, weight, bias }))
+    Ok(Ok(Found { c, kernel, timing, depthwise, has_n, weight, bias }))
 }
