@@ -174,7 +174,7 @@ pub(crate) fn run_conv<K: TileKernel>(
                     // SAFETY: channels a..e of image `b` hold `cnt == w` outputs from pixel c0,
                     // rows `cols` apart, inside `y`; jobs write disjoint (image, pixels,
                     // channels) blocks; `xt` holds the tile's K rows of `w` floats.
-                    let t = Tile { xt: xt.as_ptr(), yt: unsafe { out.at(first) }, w, ys: cols, ch0: a, ch1: e };
+                    let t = Tile { xt: xt.as_ptr(), yt: unsafe { out.at(first) }, w, ys: cols, ch0: a, ch1: e, cnt };
                     // SAFETY: as above.
                     unsafe { kern.tile(isa, &t) };
                     if let Some(r) = add {
@@ -191,7 +191,7 @@ pub(crate) fn run_conv<K: TileKernel>(
                 }
                 return;
             }
-            compute_chunks(kern, isa, xt, w, (ch0, ch1), yt, |a, e, done| {
+            compute_chunks(kern, isa, xt, (w, cnt), (ch0, ch1), yt, |a, e, done| {
                 for (b, p, len, j0) in pieces(q0, cnt, cols) {
                     for ch in a..e {
                         let at = (b * n + ch) * cols + p;

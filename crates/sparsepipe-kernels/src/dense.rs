@@ -52,6 +52,8 @@ impl DenseMatrix {
                 }
             }
         }
+        // Slack so the leftover-column path may read a whole vector from any row.
+        panels.resize(np * k * panel + LANES, 0.0);
         let mut bias = epi.bias_or_zeros(n);
         bias.resize(np * panel, 0.0);
         DenseMatrix { k, n, panel, panels, epi, bias }
@@ -187,21 +189,34 @@ fn block_rows(strip: usize) -> usize {
     (crate::cache::l1d_bytes() / 2 / (4 * strip)).clamp(32, 1024)
 }
 
+/// Meaningful columns past the last whole vector of a tile, at most, that are computed a column
+/// at a time over the channels ([`leftover`]) rather than as one more vector of columns: a
+/// 49-pixel tile (a 7x7 image) then costs 49 columns, not 64.
+const LEFTOVER_MAX: usize = 8;
+
 /// Computes a tile a block of input channels at a time (the first starts from the bias, later
-/// ones from the partial sums in the output, the last applies the GELU and clamp); within a
-/// block, a strip of `CB` vectors of columns (then one) at a time, and within a strip every
-/// channel `NR` at a time, so the strip's block stays in L1 while the weights stream past it.
-/// Channel ranges start on panel boundaries (see `channel_parts`); `NR` divides the panel.
+/// ones from the partial sums in the output, the last applies the activation and clamp);
+/// within a block, a strip of `CB` vectors of columns (then one) at a time, and within a strip
+/// every channel `NR` at a time, so the strip's block stays in L1 while the weights stream past
+/// it; up to [`LEFTOVER_MAX`] meaningful columns past the last whole vector go through
+/// [`leftover`]. Channel ranges start on panel boundaries (see `channel_parts`); `NR` divides
+/// the panel.
 #[inline(always)]
 unsafe fn dense_tile<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix, t: &Tile) {
     let width = CB * LANES;
     let kc = block_rows(width);
+    let tail = t.cnt % LANES;
+    let strips_end = if tail > 0 && tail <= LEFTOVER_MAX { t.cnt - tail } else { t.w };
     let mut k0 = 0;
     loop {
         let k1 = (k0 + kc).min(m.k);
+        if strips_end < t.w {
+            // SAFETY: columns strips_end..cnt lie inside the tile; rows k0..k1 inside K.
+            unsafe { leftover::<S>(m, t, (strips_end, t.cnt), (k0, k1)) };
+        }
         let mut c = 0;
-        while c < t.w {
-            let wide = c + width <= t.w;
+        while c < strips_end {
+            let wide = c + width <= strips_end;
             let mut ch = t.ch0;
             while ch < t.ch1 {
                 let b = Block { ch, valid: NR.min(t.ch1 - ch), c, k0, k1 };
@@ -221,6 +236,99 @@ unsafe fn dense_tile<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix,
             break;
         }
         k0 = k1;
+    }
+}
+
+/// Columns `c0..c1` (at most [`LEFTOVER_MAX`]) of the tile for every channel of its range,
+/// input channels `k0..k1`, with the column count fixed at compile time so the sums stay in
+/// registers.
+///
+/// # Safety
+/// As [`leftover_cols`].
+#[inline(always)]
+unsafe fn leftover<S: Simd>(m: &DenseMatrix, t: &Tile, (c0, c1): (usize, usize), ks: (usize, usize)) {
+    // SAFETY: forwarded.
+    unsafe {
+        match c1 - c0 {
+            1 => leftover_cols::<S, 1>(m, t, c0, ks),
+            2 => leftover_cols::<S, 2>(m, t, c0, ks),
+            3 => leftover_cols::<S, 3>(m, t, c0, ks),
+            4 => leftover_cols::<S, 4>(m, t, c0, ks),
+            5 => leftover_cols::<S, 5>(m, t, c0, ks),
+            6 => leftover_cols::<S, 6>(m, t, c0, ks),
+            7 => leftover_cols::<S, 7>(m, t, c0, ks),
+            _ => leftover_cols::<S, 8>(m, t, c0, ks),
+        }
+    }
+}
+
+/// Columns `c0..c0 + J` of the tile for every channel of its range, input channels `k0..k1`:
+/// per panel, a vector loaded at each row of the panel (its channels first; the lanes past
+/// them, read from the following rows, are ignored) times each column's input, `J` vector sums
+/// in registers, split over independent sets of rows when `J` is small so several
+/// multiply-adds are in flight; bias, partial sums and epilogue as in the micro-kernel.
+///
+/// # Safety
+/// The tile's pointers must be valid for its extents; `c0 + J <= t.cnt`, `k1 <= K`; `S`
+/// supported by this CPU.
+#[inline(always)]
+unsafe fn leftover_cols<S: Simd, const J: usize>(m: &DenseMatrix, t: &Tile, c0: usize, (k0, k1): (usize, usize)) {
+    let (first, last) = (k0 == 0, k1 == m.k);
+    let sets = (4 / J).max(1);
+    let mut ch = t.ch0;
+    while ch < t.ch1 {
+        let (p, sub) = (ch / m.panel, ch % m.panel);
+        let valid = (m.panel - sub).min(t.ch1 - ch);
+        // SAFETY: output rows ch..ch + valid of the tile hold columns c0..c0 + J; panel rows
+        // k0..k1 plus a vector lie inside `panels` (its slack covers the last row); input rows
+        // k0..k1 hold the columns; `S` is the caller's.
+        unsafe {
+            let mut init = [[0f32; LANES]; J];
+            for (j, col) in init.iter_mut().enumerate() {
+                for (r, a) in col.iter_mut().enumerate().take(valid) {
+                    let out = t.yt.add((ch - t.ch0 + r) * t.ys + c0 + j);
+                    *a = if first { *m.bias.get_unchecked(ch + r) } else { *out };
+                }
+            }
+            let mut acc = [[S::zero(); J]; 4];
+            for (a, col) in acc[0].iter_mut().zip(&init) {
+                *a = S::load(col.as_ptr());
+            }
+            let wp = m.panels.as_ptr().add(p * m.k * m.panel + sub);
+            let mut kk = k0;
+            while kk + sets <= k1 {
+                for (u, set) in acc.iter_mut().enumerate().take(sets) {
+                    let w = S::load(wp.add((kk + u) * m.panel));
+                    let x = t.xt.add((kk + u) * t.w + c0);
+                    for (j, a) in set.iter_mut().enumerate() {
+                        *a = S::fmadd(w, S::splat(*x.add(j)), *a);
+                    }
+                }
+                kk += sets;
+            }
+            for kk in kk..k1 {
+                let w = S::load(wp.add(kk * m.panel));
+                let x = t.xt.add(kk * t.w + c0);
+                for (j, a) in acc[0].iter_mut().enumerate() {
+                    *a = S::fmadd(w, S::splat(*x.add(j)), *a);
+                }
+            }
+            let (head, rest) = acc.split_at_mut(1);
+            for set in rest.iter().take(sets - 1) {
+                for (d, v) in head[0].iter_mut().zip(set) {
+                    *d = S::add(*d, *v);
+                }
+            }
+            let mut sums = [0f32; LANES];
+            for (j, a) in head[0].iter().enumerate() {
+                S::store(sums.as_mut_ptr(), *a);
+                for (r, v) in sums.iter().enumerate().take(valid) {
+                    let v = if last { m.epi.apply(*v) } else { *v };
+                    *t.yt.add((ch - t.ch0 + r) * t.ys + c0 + j) = v;
+                }
+            }
+        }
+        ch += valid;
     }
 }
 

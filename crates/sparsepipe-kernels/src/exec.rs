@@ -21,7 +21,8 @@ pub(crate) const CH_CHUNK: usize = 240;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
 /// contiguous, `yt` the output of those channels, `ch1 - ch0` rows of `w` floats `ys` apart
-/// (channel `ch0`'s row first); `w` is a multiple of [`LANES`], `ys >= w`.
+/// (channel `ch0`'s row first); `w` is a multiple of [`LANES`], `ys >= w`. Only the first `cnt`
+/// columns matter: a kernel may leave output columns `cnt..w` unwritten.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tile {
     pub xt: *const f32,
@@ -30,6 +31,7 @@ pub(crate) struct Tile {
     pub ys: usize,
     pub ch0: usize,
     pub ch1: usize,
+    pub cnt: usize,
 }
 
 // SAFETY: a Tile is only built by `run`, whose jobs read shared immutable input and write
@@ -116,14 +118,14 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Computes channels `ch0..ch1` of the packed tile `xt` (`[K][w]`) a chunk of [`CH_CHUNK`]
-/// channels at a time into `buf`, handing each finished chunk (`[c1 - c0][w]`, channels
-/// `c0..c1`) to `emit`.
+/// Computes channels `ch0..ch1` of the packed tile `xt` (`[K][w]`, its first `cnt` columns
+/// meaningful) a chunk of [`CH_CHUNK`] channels at a time into `buf`, handing each finished
+/// chunk (`[c1 - c0][w]`, channels `c0..c1`, columns `cnt..w` unspecified) to `emit`.
 pub(crate) fn compute_chunks<K: TileKernel>(
     kern: &K,
     isa: Isa,
     xt: &[f32],
-    w: usize,
+    (w, cnt): (usize, usize),
     (ch0, ch1): (usize, usize),
     buf: &mut [f32],
     mut emit: impl FnMut(usize, usize, &[f32]),
@@ -132,7 +134,7 @@ pub(crate) fn compute_chunks<K: TileKernel>(
     while a < ch1 {
         let b = (a + CH_CHUNK).min(ch1);
         assert!(xt.len() >= kern.k() * w && buf.len() >= (b - a) * w, "tile scratch too small");
-        let t = Tile { xt: xt.as_ptr(), yt: buf.as_mut_ptr(), w, ys: w, ch0: a, ch1: b };
+        let t = Tile { xt: xt.as_ptr(), yt: buf.as_mut_ptr(), w, ys: w, ch0: a, ch1: b, cnt };
         // SAFETY: `xt` holds the tile's K rows of `w` floats and `buf` room for channels a..b.
         unsafe { kern.tile(isa, &t) };
         emit(a, b, &buf[..(b - a) * w]);
@@ -203,7 +205,7 @@ fn rows_out<K: TileKernel>(
     if let Some(add) = add {
         prefetch_block(add, n, s.c0..s.c0 + s.cnt, 0..CH_CHUNK.min(n));
     }
-    compute_chunks(kern, isa, xt, s.w, (0, n), yt, |a, b, chunk| {
+    compute_chunks(kern, isa, xt, (s.w, s.cnt), (0, n), yt, |a, b, chunk| {
         transpose(isa, chunk, b - a, s.cnt, s.w, &mut dst[a..], n);
         if let Some(add) = add {
             // The next chunk's addends come in while it is computed.
@@ -256,7 +258,15 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
             let mut a = 0;
             while a < n1 {
                 let b = (a + CH_CHUNK).min(n1);
-                let t = Tile { xt: xt.as_ptr(), yt: mid[a * s.w..].as_mut_ptr(), w: s.w, ys: s.w, ch0: a, ch1: b };
+                let t = Tile {
+                    xt: xt.as_ptr(),
+                    yt: mid[a * s.w..].as_mut_ptr(),
+                    w: s.w,
+                    ys: s.w,
+                    ch0: a,
+                    ch1: b,
+                    cnt: s.cnt,
+                };
                 // SAFETY: `xt` holds the tile's K1 rows of `w` floats and `mid` room for N1 rows.
                 unsafe { first.tile(isa, &t) };
                 a = b;
@@ -368,7 +378,7 @@ fn grid<K: TileKernel>(
             let (xt, rest) = buf.split_at_mut(k * s.w);
             let (yt, rows) = rest.split_at_mut(chunk * s.w);
             pack_rows(isa, x, k, s, xt);
-            compute_chunks(kern, isa, xt, s.w, (ch0, ch1), yt, |a, b, done| {
+            compute_chunks(kern, isa, xt, (s.w, s.cnt), (ch0, ch1), yt, |a, b, done| {
                 // These channels back to rows (SIMD transpose), then one copy per row.
                 let width = b - a;
                 transpose(isa, done, width, s.cnt, s.w, rows, width);
