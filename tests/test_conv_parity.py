@@ -305,6 +305,26 @@ MAX_POOLS: list[tuple[str, int, int, dict[str, Any], tuple[int, int]]] = [
 ]
 
 
+def _max_pool_model(
+    tmp_path: Path, name: str, k: int, stride: int, attrs: dict[str, Any], chw: list[Any]
+) -> Path:
+    """A one-node ``MaxPool`` model over ``[batch, *chw]`` input, saved under ``tmp_path``."""
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], kernel_shape=[k, k], strides=[stride] * 2, **attrs
+    )
+    graph = helper.make_graph(
+        [node],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *chw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, path)
+    return path
+
+
 @pytest.mark.parametrize("case", MAX_POOLS, ids=[c[0] for c in MAX_POOLS])
 def test_max_pool_matches_onnxruntime(
     case: tuple[Any, ...],
@@ -316,19 +336,7 @@ def test_max_pool_matches_onnxruntime(
     tract) and equal onnxruntime exactly, negative inputs and padding included, batch 1 and 3."""
     name, k, stride, attrs, (h, w) = case
     c = 6
-    node = helper.make_node(
-        "MaxPool", ["x"], ["y"], kernel_shape=[k, k], strides=[stride] * 2, **attrs
-    )
-    graph = helper.make_graph(
-        [node],
-        name,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", c, h, w])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "pool.onnx"
-    onnx.save(model, path)
+    path = _max_pool_model(tmp_path, name, k, stride, attrs, [c, h, w])
     engine = sparsepipe.Engine(str(path))
     ops = [p["op"] for p in engine.profile([np.ones((1, c, h, w), np.float32)], iterations=1)]
     assert ("SparsepipeMaxPool" in ops) == (name != "k3_s2_ceil_grows"), ops
@@ -345,6 +353,23 @@ def test_max_pool_matches_onnxruntime(
         got, want = list(engine([x])), ort_run(path, {"x": x})
         assert_close(got, want, ["y"], context=f"{name} b{batch}")
         np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_max_pool_of_symbolic_image_size_follows_each_call(
+    tmp_path: Path, ort_run: Callable[..., list[np.ndarray]]
+) -> None:
+    """With a symbolic height and width a max pool's geometry follows each call's image; an
+    image smaller than the window is an error that says so, not a crash."""
+    path = _max_pool_model(tmp_path, "symbolic", 3, 2, {}, [4, "height", "width"])
+    engine = sparsepipe.Engine(str(path))
+    for shape in [(1, 4, 9, 9), (2, 4, 16, 5), (1, 4, 3, 3)]:
+        x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+        got = list(engine([x]))
+        np.testing.assert_array_equal(got[0], ort_run(path, {"x": x})[0], err_msg=str(shape))
+    ops = [p["op"] for p in engine.profile([np.ones((1, 4, 9, 9), np.float32)], iterations=1)]
+    assert "SparsepipeMaxPool" in ops, ops
+    with pytest.raises(sparsepipe.SparsepipeError, match="larger than the padded"):
+        engine([np.zeros((1, 4, 2, 2), np.float32)])
 
 
 def test_a_convolution_left_to_tract_is_listed_with_why(

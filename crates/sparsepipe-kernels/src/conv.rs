@@ -10,7 +10,8 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use crate::exec::{
-    compute_chunks, plan_parts, with_scratch, zero_padding, OutPtr, Tile, TileKernel, COL_TILE, PAR_MIN_MACS,
+    compute_chunks, plan_parts, prefetch_block, with_scratch, zero_padding, OutPtr, Tile, TileKernel, COL_TILE,
+    PAR_MIN_MACS,
 };
 use crate::phases::{copy_run, split_plane, Phases, PHASES_SLACK};
 use crate::simd::{Portable, Simd, LANES};
@@ -140,7 +141,8 @@ pub(crate) fn run_conv<K: TileKernel>(
         Some(ph) => {
             let chan = ph.plane_len(g);
             build_phases(isa, g, ph, x, batch, parallel, &mut phases);
-            Source { data: &phases, image: g.c * chan, chan, pw: ph.pw, taps: &ph.taps, flat: false }
+            let phases = &phases.0;
+            Source { data: phases, image: g.c * chan, chan, pw: ph.pw, taps: &ph.taps, flat: false }
         }
     };
     // Adds the residual to (and clamps) `cnt` outputs at `at`, `src` being the sums.
@@ -163,13 +165,26 @@ pub(crate) fn run_conv<K: TileKernel>(
         // through scratch.
         let (b, c0) = (q0 / cols, q0 % cols);
         let direct = cnt == w && c0 + cnt <= cols;
+        // Asks for the residual of channels a..e of the tile (an addend produced long before,
+        // whose rows `cols` apart come from memory a short run at a time) while it is computed.
+        let fetch_addend = |a: usize, e: usize| {
+            if let Some(r) = add {
+                for (b, p, len, _) in pieces(q0, cnt, cols) {
+                    prefetch_block(r.values, cols, b * n + a..b * n + e, p..p + len);
+                }
+            }
+        };
         with_scratch(k * w + if direct { 0 } else { chunk * w }, |buf| {
             let (xt, yt) = buf.split_at_mut(k * w);
+            fetch_addend(ch0, ch0 + chunk);
             gather(isa, g, &src, (q0, cnt), xt, w);
             if direct {
                 let mut a = ch0;
                 while a < ch1 {
                     let e = (a + crate::exec::CH_CHUNK).min(ch1);
+                    if a > ch0 {
+                        fetch_addend(a, e);
+                    }
                     let first = (b * n + a) * cols + c0;
                     // SAFETY: channels a..e of image `b` hold `cnt == w` outputs from pixel c0,
                     // rows `cols` apart, inside `y`; jobs write disjoint (image, pixels,
@@ -192,6 +207,7 @@ pub(crate) fn run_conv<K: TileKernel>(
                 return;
             }
             compute_chunks(kern, isa, xt, (w, cnt), (ch0, ch1), yt, |a, e, done| {
+                fetch_addend(e, (e + crate::exec::CH_CHUNK).min(ch1));
                 for (b, p, len, j0) in pieces(q0, cnt, cols) {
                     for ch in a..e {
                         let at = (b * n + ch) * cols + p;
@@ -213,10 +229,13 @@ pub(crate) fn run_conv<K: TileKernel>(
     PHASES.with(|c| c.set(phases));
 }
 
+/// A phases buffer and the geometry and batch it was last laid out for.
+type PhasesBuf = (Vec<f32>, Option<(Conv2d, usize)>);
+
 thread_local! {
     /// The stride phases of the images of the last convolution run on this thread, kept so the
-    /// next call reuses the memory.
-    static PHASES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// next call reuses the memory (and, for the same geometry and batch, its zero padding).
+    static PHASES: Cell<PhasesBuf> = const { Cell::new((Vec::new(), None)) };
 }
 
 /// Where a convolution's tiles are gathered from: per image and channel, rows of `pw` columns in
@@ -235,12 +254,18 @@ struct Source<'a> {
 }
 
 /// Lays the images `x` (`[batch, C, H, W]`) out as their zero-padded stride phases in `buf`
-/// (resized to `batch · C` planes and vector slack), a plane per job when `parallel`.
-fn build_phases(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], batch: usize, parallel: bool, buf: &mut Vec<f32>) {
+/// (`batch · C` planes and vector slack), a plane per job when `parallel`. Every plane of a
+/// geometry writes the same positions, so a buffer last laid out for the same geometry and batch
+/// keeps its zero padding; any other is zeroed first.
+fn build_phases(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], batch: usize, parallel: bool, buf: &mut PhasesBuf) {
     let chan = ph.plane_len(g);
     let planes = batch * g.c;
-    buf.clear();
-    buf.resize(planes * chan + PHASES_SLACK, 0.0);
+    let (buf, laid_out) = buf;
+    if *laid_out != Some((*g, batch)) {
+        buf.clear();
+        buf.resize(planes * chan + PHASES_SLACK, 0.0);
+        *laid_out = Some((*g, batch));
+    }
     let plane = g.h * g.w;
     let one = |(i, dst): (usize, &mut [f32])| {
         with_scratch(ph.pw * g.stride.1, |tmp| {
@@ -342,14 +367,23 @@ unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (q0, cnt): TilePos,
     }
     let data = src.data;
     let taps = src.taps.len();
+    // The furthest any run reaches in `data` (last channel, furthest tap) and in `xt` (last row).
+    let (src_end, dst_end) =
+        runs[..nruns].iter().fold((0, 0), |(s, d), &(at, j0, len)| (s.max(at + len), d.max(j0 + len)));
+    let far_tap = src.taps.iter().copied().max().unwrap_or(0);
+    if g.c > 0 {
+        assert!(
+            (g.c - 1) * src.chan + far_tap + src_end <= data.len() && (g.c * taps - 1) * w + dst_end <= xt.len(),
+            "gather run outside its buffers"
+        );
+    }
     for ci in 0..g.c {
         for (t, &tap) in src.taps.iter().enumerate() {
             let (row, off) = ((ci * taps + t) * w, ci * src.chan + tap);
             for &(at, j0, len) in &runs[..nruns] {
                 let (from, to) = (off + at, row + j0);
-                assert!(from + len <= data.len() && to + len <= xt.len(), "gather run outside its buffers");
-                // SAFETY: both runs are inside their slices (checked above); the rooms are the
-                // slices' remaining lengths.
+                // SAFETY: both runs are inside their slices (the furthest checked above); the
+                // rooms are the slices' remaining lengths.
                 unsafe {
                     copy_run::<S>(
                         data.as_ptr().add(from),

@@ -186,6 +186,31 @@ fn convolution_tiles_run_across_the_images_of_a_batch() {
     }
 }
 
+#[test]
+fn repeated_convolutions_of_one_geometry_see_only_their_own_input() {
+    // The padded phases are kept between calls of one geometry and batch on a thread: calls with
+    // other inputs, other batches and other geometries in between must not leak into the result.
+    let a = Conv2d::new((3, 9, 11), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)).unwrap();
+    let b = Conv2d::new((3, 9, 11), (3, 3), (2, 2), (1, 1), (0, 1), (1, 0)).unwrap();
+    let w = weights(5, a.k(), 0.0, 1);
+    let epi = Epilogue::default();
+    let p = PackedLinear::dense(a.k(), 5, |r, c| w[c * a.k() + r], epi.clone());
+    for (i, (g, batch)) in [(a, 2), (a, 2), (b, 2), (a, 2), (a, 1), (a, 2)].into_iter().enumerate() {
+        let x: Vec<f32> = inputs(batch * g.c * g.h * g.w, 40 + i as u64).iter().map(|v| v + 10.0).collect();
+        let want = reference_conv(&g, &w, 5, &epi, &x, batch);
+        for isa in Isa::available() {
+            let mut y = vec![f32::NAN; want.len()];
+            p.run_conv(isa, &g, &x, batch, None, &mut y).unwrap();
+            for (j, (got, want)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "call {i} {isa}: y[{j}] = {got}, want {want}"
+                );
+            }
+        }
+    }
+}
+
 /// Every ISA of the max pool against its reference, exactly (a maximum is never rounded).
 fn check_max_pool(g: &Conv2d, batch: usize, seed: u64) {
     let x = inputs(batch * g.c * g.h * g.w, seed);
