@@ -26,17 +26,17 @@ pub fn timing_shape(fact: &TypedFact) -> TVec<usize> {
         .collect()
 }
 
-/// Seconds `op` takes on a node's inputs — `facts`, with the one at `data` fed a tensor of
+/// A one-op plan of `op` on a node's inputs — `facts`, with the one at `data` fed a tensor of
 /// `shape` and every other a constant (or, with `data_only`, the data alone: an op holding its
-/// weight) — best of two runs after a warm-up, as a one-op plan optimized by tract and run on
-/// `pool` the way the engine runs its plans.
-pub fn time_op(
+/// weight) — optimized by tract and run on `pool` the way the engine runs its plans, with the
+/// input it is timed on.
+fn one_op_plan(
     facts: &[TypedFact],
     (data, data_only): (usize, bool),
     shape: &[usize],
     op: Box<dyn TypedOp>,
     pool: &Arc<ThreadPool>,
-) -> TractResult<f64> {
+) -> TractResult<(Arc<TypedRunnableModel>, TValue)> {
     let mut model = TypedModel::default();
     let mut wires = tvec![];
     for (slot, fact) in facts.iter().enumerate().filter(|(slot, _)| !data_only || *slot == data) {
@@ -53,13 +53,27 @@ pub fn time_op(
     let options = RunOptions { executor: Some(Executor::MultiThread(pool.clone())), ..Default::default() };
     let plan = model.into_optimized()?.into_runnable_with_options(&options)?;
     let x = Tensor::from_shape(shape, &vec![0.5f32; shape.iter().product()])?;
+    Ok((plan, x.into_tvalue()))
+}
+
+/// Runs of each plan timed, after one warm-up run each, alternating between the plans (the
+/// order swapped each round) so a change of clock speed or a neighbour's load during the timing
+/// falls on both.
+const TIMED_ROUNDS: usize = 3;
+
+/// Best seconds of each plan over [`TIMED_ROUNDS`] interleaved runs on `pool`.
+fn time_interleaved(plans: [&(Arc<TypedRunnableModel>, TValue); 2], pool: &Arc<ThreadPool>) -> TractResult<[f64; 2]> {
     pool.install(|| {
-        let mut best = f64::INFINITY;
-        for run in 0..3 {
-            let start = Instant::now();
-            plan.run(tvec![x.clone().into_tvalue()])?;
-            if run > 0 {
-                best = best.min(start.elapsed().as_secs_f64());
+        for (plan, x) in plans {
+            plan.run(tvec![x.clone()])?;
+        }
+        let mut best = [f64::INFINITY; 2];
+        for round in 0..TIMED_ROUNDS {
+            for i in [round % 2, 1 - round % 2] {
+                let (plan, x) = plans[i];
+                let start = Instant::now();
+                plan.run(tvec![x.clone()])?;
+                best[i] = best[i].min(start.elapsed().as_secs_f64());
             }
         }
         Ok(best)
@@ -68,8 +82,9 @@ pub fn time_op(
 
 /// Whether tract's `theirs` (fed every input in `facts`, the weights as constants) runs faster
 /// than `ours` (built only when timed; it holds its weight and takes the data alone), with the
-/// input at slot `data` fed a tensor of `shape`. Timed once per `key` in this process (see
-/// [`remembered`]); a shape either cannot be timed on stays with tract.
+/// input at slot `data` fed a tensor of `shape`, timed interleaved ([`time_interleaved`]). Timed
+/// once per `key` in this process (see [`remembered`]); a shape either cannot be timed on stays
+/// with tract.
 pub fn tract_is_faster(
     key: ChoiceKey,
     facts: &[TypedFact],
@@ -79,11 +94,15 @@ pub fn tract_is_faster(
     pool: &Arc<ThreadPool>,
 ) -> bool {
     remembered(key, || {
-        let time = |op: Box<dyn TypedOp>, data_only: bool| time_op(facts, (data, data_only), shape, op, pool);
         let Ok(ours) = ours() else { return true };
-        match (time(theirs, false), time(ours, true)) {
-            (Ok(on_tract), Ok(on_ours)) => on_tract < on_ours,
-            _ => true,
+        let plans = (
+            one_op_plan(facts, (data, false), shape, theirs, pool),
+            one_op_plan(facts, (data, true), shape, ours, pool),
+        );
+        let (Ok(on_tract), Ok(on_ours)) = plans else { return true };
+        match time_interleaved([&on_tract, &on_ours], pool) {
+            Ok([tract, ours]) => tract < ours,
+            Err(_) => true,
         }
     })
 }

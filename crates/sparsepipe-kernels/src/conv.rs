@@ -174,10 +174,11 @@ pub(crate) fn run_conv<K: TileKernel>(
                 }
             }
         };
-        with_scratch(k * w + if direct { 0 } else { chunk * w }, |buf| {
-            let (xt, yt) = buf.split_at_mut(k * w);
+        let xs = kern.row_stride(w);
+        with_scratch(k * xs + if direct { 0 } else { chunk * w }, |buf| {
+            let (xt, yt) = buf.split_at_mut(k * xs);
             fetch_addend(ch0, ch0 + chunk);
-            gather(isa, g, &src, (q0, cnt), xt, w);
+            gather(isa, g, &src, (q0, cnt), xt, (w, xs));
             if direct {
                 let mut a = ch0;
                 while a < ch1 {
@@ -185,11 +186,11 @@ pub(crate) fn run_conv<K: TileKernel>(
                     if a > ch0 {
                         fetch_addend(a, e);
                     }
-                    let first = (b * n + a) * cols + c0;
                     // SAFETY: channels a..e of image `b` hold `cnt == w` outputs from pixel c0,
                     // rows `cols` apart, inside `y`; jobs write disjoint (image, pixels,
-                    // channels) blocks; `xt` holds the tile's K rows of `w` floats.
-                    let t = Tile { xt: xt.as_ptr(), yt: unsafe { out.at(first) }, w, ys: cols, ch0: a, ch1: e, cnt };
+                    // channels) blocks; `xt` holds the tile's K rows of `w` floats `xs` apart.
+                    let yt = unsafe { out.at((b * n + a) * cols + c0) };
+                    let t = Tile { xt: xt.as_ptr(), xs, yt, w, ys: cols, ch0: a, ch1: e, cnt };
                     // SAFETY: as above.
                     unsafe { kern.tile(isa, &t) };
                     if let Some(r) = add {
@@ -312,18 +313,18 @@ unsafe fn split(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], dst: &mut [f32], t
     }
 }
 
-/// Fills the packed tile `xt` (`[K][w]`) with the `K` taps of the batch's output pixels
+/// Fills the packed tile `xt` (`K` rows of `w`, `xs` apart) with the `K` taps of the batch's output pixels
 /// `q0..q0 + cnt` from `src`, zero in columns `cnt..w`.
-fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: usize) {
+fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: (usize, usize)) {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: usize) {
+    unsafe fn avx512(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: (usize, usize)) {
         // SAFETY: avx512f enabled here.
         unsafe { gather_simd::<crate::simd::Avx512>(g, src, tile, xt, w) }
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: usize) {
+    unsafe fn avx2(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: (usize, usize)) {
         // SAFETY: avx2 enabled here.
         unsafe { gather_simd::<crate::simd::Avx2>(g, src, tile, xt, w) }
     }
@@ -346,7 +347,13 @@ fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32],
 /// # Safety
 /// `S` must be supported by this CPU.
 #[inline(always)]
-unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (q0, cnt): TilePos, xt: &mut [f32], w: usize) {
+unsafe fn gather_simd<S: Simd>(
+    g: &Conv2d,
+    src: &Source<'_>,
+    (q0, cnt): TilePos,
+    xt: &mut [f32],
+    (w, xs): (usize, usize),
+) {
     // (offset in `data` for channel 0, first column of the tile, length) per run.
     let mut runs = [(0usize, 0usize, 0usize); COL_TILE];
     let mut nruns = 0;
@@ -373,13 +380,13 @@ unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (q0, cnt): TilePos,
     let far_tap = src.taps.iter().copied().max().unwrap_or(0);
     if g.c > 0 {
         assert!(
-            (g.c - 1) * src.chan + far_tap + src_end <= data.len() && (g.c * taps - 1) * w + dst_end <= xt.len(),
+            (g.c - 1) * src.chan + far_tap + src_end <= data.len() && (g.c * taps - 1) * xs + dst_end <= xt.len(),
             "gather run outside its buffers"
         );
     }
     for ci in 0..g.c {
         for (t, &tap) in src.taps.iter().enumerate() {
-            let (row, off) = ((ci * taps + t) * w, ci * src.chan + tap);
+            let (row, off) = ((ci * taps + t) * xs, ci * src.chan + tap);
             for &(at, j0, len) in &runs[..nruns] {
                 let (from, to) = (off + at, row + j0);
                 // SAFETY: both runs are inside their slices (the furthest checked above); the
@@ -396,7 +403,7 @@ unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (q0, cnt): TilePos,
             }
         }
     }
-    zero_padding(xt, cnt, w);
+    zero_padding(xt, cnt, w, xs);
 }
 
 /// A tile of output pixels: the first (counted over the whole batch) and how many.

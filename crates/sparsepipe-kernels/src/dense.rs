@@ -134,6 +134,9 @@ impl TileKernel for DenseMatrix {
     fn macs_per_col(&self) -> usize {
         self.k * self.n + self.n
     }
+    fn row_stride(&self, w: usize) -> usize {
+        crate::exec::spread_stride(w)
+    }
     fn channel_parts(&self, parts: usize) -> Vec<(usize, usize)> {
         let prefix: Vec<usize> = (0..=self.n).collect();
         balanced_parts(&prefix, parts, self.panel)
@@ -299,7 +302,7 @@ unsafe fn leftover_cols<S: Simd, const J: usize>(m: &DenseMatrix, t: &Tile, c0: 
             while kk + sets <= k1 {
                 for (u, set) in acc.iter_mut().enumerate().take(sets) {
                     let w = S::load(wp.add((kk + u) * m.panel));
-                    let x = t.xt.add((kk + u) * t.w + c0);
+                    let x = t.xt.add((kk + u) * t.xs + c0);
                     for (j, a) in set.iter_mut().enumerate() {
                         *a = S::fmadd(w, S::splat(*x.add(j)), *a);
                     }
@@ -308,7 +311,7 @@ unsafe fn leftover_cols<S: Simd, const J: usize>(m: &DenseMatrix, t: &Tile, c0: 
             }
             for kk in kk..k1 {
                 let w = S::load(wp.add(kk * m.panel));
-                let x = t.xt.add(kk * t.w + c0);
+                let x = t.xt.add(kk * t.xs + c0);
                 for (j, a) in acc[0].iter_mut().enumerate() {
                     *a = S::fmadd(w, S::splat(*x.add(j)), *a);
                 }
@@ -364,7 +367,7 @@ unsafe fn dense_block<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix
             }
         }
         for kk in b.k0..b.k1 {
-            let xr = xp.add(kk * t.w);
+            let xr = xp.add(kk * t.xs);
             let mut xs = [S::zero(); CB];
             for (v, x) in xs.iter_mut().enumerate() {
                 *x = S::load(xr.add(v * LANES));

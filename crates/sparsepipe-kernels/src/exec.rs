@@ -19,13 +19,14 @@ pub(crate) const PAR_MIN_MACS: usize = 1 << 19;
 /// so no tile's whole output is ever laid out (a multiple of both dense panel widths, 6 and 8).
 pub(crate) const CH_CHUNK: usize = 240;
 
-/// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `[K][w]`
-/// contiguous, `yt` the output of those channels, `ch1 - ch0` rows of `w` floats `ys` apart
-/// (channel `ch0`'s row first); `w` is a multiple of [`LANES`], `ys >= w`. Only the first `cnt`
-/// columns matter: a kernel may leave output columns `cnt..w` unwritten.
+/// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `K` rows of `w`
+/// floats `xs` apart ([`TileKernel::row_stride`]), `yt` the output of those channels, `ch1 - ch0` rows of
+/// `w` floats `ys` apart (channel `ch0`'s row first); `w` is a multiple of [`LANES`], `ys >= w`.
+/// Only the first `cnt` columns matter: a kernel may leave output columns `cnt..w` unwritten.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tile {
     pub xt: *const f32,
+    pub xs: usize,
     pub yt: *mut f32,
     pub w: usize,
     pub ys: usize,
@@ -46,6 +47,10 @@ pub(crate) trait TileKernel: Sync {
     fn n(&self) -> usize;
     /// Multiply-adds per output column over all channels.
     fn macs_per_col(&self) -> usize;
+    /// Floats between the rows of the packed tiles it reads, `w` wide (at least `w`).
+    fn row_stride(&self, w: usize) -> usize {
+        w
+    }
     /// Splits `0..n` into at most `parts` channel ranges of about equal work.
     fn channel_parts(&self, parts: usize) -> Vec<(usize, usize)>;
     /// Computes one tile.
@@ -53,6 +58,18 @@ pub(crate) trait TileKernel: Sync {
     /// # Safety
     /// The tile's pointers must be valid for the extents it names and `isa` supported.
     unsafe fn tile(&self, isa: Isa, t: &Tile);
+}
+
+/// `w`, plus a cache line when `w` floats span an even number of lines: rows that many floats
+/// apart put a strip of one vector of columns down them on every set of L1 (with `w` = 64, rows
+/// 256 bytes apart use a quarter of the sets, so a 256-row strip, 16 KiB, would not stay in a
+/// 32 KiB 8-way L1).
+pub(crate) fn spread_stride(w: usize) -> usize {
+    if (w / LANES).is_multiple_of(2) && w > 0 {
+        w + LANES
+    } else {
+        w
+    }
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -118,8 +135,8 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Computes channels `ch0..ch1` of the packed tile `xt` (`[K][w]`, its first `cnt` columns
-/// meaningful) a chunk of [`CH_CHUNK`] channels at a time into `buf`, handing each finished
+/// Computes channels `ch0..ch1` of the packed tile `xt` (`K` rows of `w` floats,
+/// [`TileKernel::row_stride`] apart, the first `cnt` columns meaningful) a chunk of [`CH_CHUNK`] channels at a time into `buf`, handing each finished
 /// chunk (`[c1 - c0][w]`, channels `c0..c1`, columns `cnt..w` unspecified) to `emit`.
 pub(crate) fn compute_chunks<K: TileKernel>(
     kern: &K,
@@ -133,8 +150,9 @@ pub(crate) fn compute_chunks<K: TileKernel>(
     let mut a = ch0;
     while a < ch1 {
         let b = (a + CH_CHUNK).min(ch1);
-        assert!(xt.len() >= kern.k() * w && buf.len() >= (b - a) * w, "tile scratch too small");
-        let t = Tile { xt: xt.as_ptr(), yt: buf.as_mut_ptr(), w, ys: w, ch0: a, ch1: b, cnt };
+        let xs = kern.row_stride(w);
+        assert!(xt.len() >= kern.k() * xs && buf.len() >= (b - a) * w, "tile scratch too small");
+        let t = Tile { xt: xt.as_ptr(), xs, yt: buf.as_mut_ptr(), w, ys: w, ch0: a, ch1: b, cnt };
         // SAFETY: `xt` holds the tile's K rows of `w` floats and `buf` room for channels a..b.
         unsafe { kern.tile(isa, &t) };
         emit(a, b, &buf[..(b - a) * w]);
@@ -169,9 +187,10 @@ fn tiles_in_parallel<K: TileKernel>(
 ) {
     let (k, n) = (kern.k(), kern.n());
     let body = |(s, dst): (&TileSpec, &mut [f32])| {
-        with_scratch(k * s.w + CH_CHUNK.min(n) * s.w, |buf| {
-            let (xt, yt) = buf.split_at_mut(k * s.w);
-            pack_rows(isa, x, k, s, xt);
+        let xs = kern.row_stride(s.w);
+        with_scratch(k * xs + CH_CHUNK.min(n) * s.w, |buf| {
+            let (xt, yt) = buf.split_at_mut(k * xs);
+            pack_rows(isa, x, k, s, xt, xs);
             rows_out(kern, isa, xt, s, add, dst, yt);
         })
     };
@@ -183,10 +202,10 @@ fn tiles_in_parallel<K: TileKernel>(
 }
 
 /// Lays rows `s.c0..s.c0 + s.cnt` of the row-major `x` (`[_, k]`) out as the packed tile `xt`
-/// (`[k][s.w]`, padding columns zeroed).
-fn pack_rows(isa: Isa, x: &[f32], k: usize, s: &TileSpec, xt: &mut [f32]) {
-    transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, s.w);
-    zero_padding(xt, s.cnt, s.w);
+/// (`k` rows of `s.w` floats `xs` apart, padding columns zeroed).
+fn pack_rows(isa: Isa, x: &[f32], k: usize, s: &TileSpec, xt: &mut [f32], xs: usize) {
+    transpose(isa, &x[s.c0 * k..], s.cnt, k, k, xt, xs);
+    zero_padding(xt, s.cnt, s.w, xs);
 }
 
 /// Computes every channel of `kern` on the packed tile `xt` a chunk at a time (in `yt`, room for
@@ -251,18 +270,20 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
     }
     let (specs, parallel) = (row_tiles(rows, split.map_or(COL_TILE, |s| s.w)), split.is_some());
     let body = |(s, dst): (&TileSpec, &mut [f32])| {
-        with_scratch((k1 + n1 + CH_CHUNK.min(n2)) * s.w, |buf| {
-            let (xt, rest) = buf.split_at_mut(k1 * s.w);
-            let (mid, yt) = rest.split_at_mut(n1 * s.w);
-            pack_rows(isa, x, k1, s, xt);
+        let (xs, ms) = (first.row_stride(s.w), second.row_stride(s.w));
+        with_scratch(k1 * xs + n1 * ms + CH_CHUNK.min(n2) * s.w, |buf| {
+            let (xt, rest) = buf.split_at_mut(k1 * xs);
+            let (mid, yt) = rest.split_at_mut(n1 * ms);
+            pack_rows(isa, x, k1, s, xt, xs);
             let mut a = 0;
             while a < n1 {
                 let b = (a + CH_CHUNK).min(n1);
                 let t = Tile {
                     xt: xt.as_ptr(),
-                    yt: mid[a * s.w..].as_mut_ptr(),
+                    xs,
+                    yt: mid[a * ms..].as_mut_ptr(),
                     w: s.w,
-                    ys: s.w,
+                    ys: ms,
                     ch0: a,
                     ch1: b,
                     cnt: s.cnt,
@@ -271,7 +292,7 @@ pub(crate) fn run_chain<A: TileKernel, B: TileKernel>(
                 unsafe { first.tile(isa, &t) };
                 a = b;
             }
-            zero_padding(mid, s.cnt, s.w);
+            zero_padding(mid, s.cnt, s.w, ms);
             rows_out(second, isa, mid, s, add, dst, yt);
         })
     };
@@ -374,10 +395,11 @@ fn grid<K: TileKernel>(
     let out = OutPtr(y.as_mut_ptr());
     jobs.par_iter().for_each(|&(s, (ch0, ch1))| {
         let chunk = CH_CHUNK.min(ch1 - ch0);
-        with_scratch(k * s.w + chunk * s.w + s.cnt * chunk, |buf| {
-            let (xt, rest) = buf.split_at_mut(k * s.w);
+        let xs = kern.row_stride(s.w);
+        with_scratch(k * xs + chunk * s.w + s.cnt * chunk, |buf| {
+            let (xt, rest) = buf.split_at_mut(k * xs);
             let (yt, rows) = rest.split_at_mut(chunk * s.w);
-            pack_rows(isa, x, k, s, xt);
+            pack_rows(isa, x, k, s, xt, xs);
             compute_chunks(kern, isa, xt, (s.w, s.cnt), (ch0, ch1), yt, |a, b, done| {
                 // These channels back to rows (SIMD transpose), then one copy per row.
                 let width = b - a;
@@ -414,12 +436,12 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
-/// Zeroes columns `cnt..w` of a packed `[K][w]` tile: the scratch it lives in may hold anything
-/// (subnormal floats among it would slow every multiply-add that reads them).
-pub(crate) fn zero_padding(tile: &mut [f32], cnt: usize, w: usize) {
+/// Zeroes columns `cnt..w` of a packed tile (rows `xs` apart): the scratch it lives in may hold
+/// anything (subnormal floats among it would slow every multiply-add that reads them).
+pub(crate) fn zero_padding(tile: &mut [f32], cnt: usize, w: usize, xs: usize) {
     if cnt < w {
-        for row in tile.chunks_exact_mut(w) {
-            row[cnt..].fill(0.0);
+        for row in tile.chunks_exact_mut(xs) {
+            row[cnt..w].fill(0.0);
         }
     }
 }

@@ -248,15 +248,14 @@ unsafe fn tile_width<S: Simd>(m: &SparseMatrix, t: &Tile) {
 #[inline(always)]
 unsafe fn sparse_tile<S: Simd, const CB: usize, const U: usize>(m: &SparseMatrix, t: &Tile) {
     debug_assert_eq!(t.w, CB * LANES);
-    let w = CB * LANES;
     let clamp = m.epi.clamps();
     let act = m.epi.act;
     let activates = act != crate::Activation::None;
     let (lo, hi) = (m.epi.min, m.epi.max);
     for kb in 0..m.nkb {
         let (first, last) = (kb == 0, kb + 1 == m.nkb);
-        // SAFETY: the tile holds K rows of `w` floats; block `kb` starts at row kb * kblock < K.
-        let xb = unsafe { t.xt.add(kb * m.kblock * w) };
+        // SAFETY: the tile holds K rows `xs` apart; block `kb` starts at row kb * kblock < K.
+        let xb = unsafe { t.xt.add(kb * m.kblock * t.xs) };
         for ch in t.ch0..t.ch1 {
             // SAFETY: kb * N + ch + 1 <= nkb * N indexes `ptr`; nonzeros j < nnz index rows/vals,
             // and rows[j] < kblock rows of the block (at most K - kb * kblock); ch < N rows of the
@@ -282,7 +281,7 @@ unsafe fn sparse_tile<S: Simd, const CB: usize, const U: usize>(m: &SparseMatrix
                 while j + U <= end {
                     for u in 0..U {
                         let wv = S::splat(*vals.add(j + u));
-                        let r = xb.add(*rows.add(j + u) as usize * w);
+                        let r = xb.add(*rows.add(j + u) as usize * t.xs);
                         for v in 0..CB {
                             acc[u][v] = S::fmadd(wv, S::load(r.add(v * LANES)), acc[u][v]);
                         }
@@ -291,7 +290,7 @@ unsafe fn sparse_tile<S: Simd, const CB: usize, const U: usize>(m: &SparseMatrix
                 }
                 while j < end {
                     let wv = S::splat(*vals.add(j));
-                    let r = xb.add(*rows.add(j) as usize * w);
+                    let r = xb.add(*rows.add(j) as usize * t.xs);
                     for v in 0..CB {
                         acc[0][v] = S::fmadd(wv, S::load(r.add(v * LANES)), acc[0][v]);
                     }
