@@ -313,8 +313,8 @@ unsafe fn split(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], dst: &mut [f32], t
     }
 }
 
-/// Fills the packed tile `xt` (`K` rows of `w`, `xs` apart) with the `K` taps of the batch's output pixels
-/// `q0..q0 + cnt` from `src`, zero in columns `cnt..w`.
+/// Fills the packed tile `xt` (`K` rows of `w` floats, `xs` apart) with the `K` taps of the
+/// batch's output pixels `q0..q0 + cnt` from `src`, zero in columns `cnt..w`.
 fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: (usize, usize)) {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]

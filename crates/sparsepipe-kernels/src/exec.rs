@@ -20,9 +20,10 @@ pub(crate) const PAR_MIN_MACS: usize = 1 << 19;
 pub(crate) const CH_CHUNK: usize = 240;
 
 /// One job: channels `ch0..ch1` of one packed tile. `xt` is the tile's input, `K` rows of `w`
-/// floats `xs` apart ([`TileKernel::row_stride`]), `yt` the output of those channels, `ch1 - ch0` rows of
-/// `w` floats `ys` apart (channel `ch0`'s row first); `w` is a multiple of [`LANES`], `ys >= w`.
-/// Only the first `cnt` columns matter: a kernel may leave output columns `cnt..w` unwritten.
+/// floats `xs` apart ([`TileKernel::row_stride`]), `yt` the output of those channels,
+/// `ch1 - ch0` rows of `w` floats `ys` apart (channel `ch0`'s row first); `w` is a multiple of
+/// [`LANES`], `ys >= w`. Only the first `cnt` columns matter: a kernel may leave output columns
+/// `cnt..w` unwritten.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tile {
     pub xt: *const f32,
@@ -136,8 +137,9 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
 }
 
 /// Computes channels `ch0..ch1` of the packed tile `xt` (`K` rows of `w` floats,
-/// [`TileKernel::row_stride`] apart, the first `cnt` columns meaningful) a chunk of [`CH_CHUNK`] channels at a time into `buf`, handing each finished
-/// chunk (`[c1 - c0][w]`, channels `c0..c1`, columns `cnt..w` unspecified) to `emit`.
+/// [`TileKernel::row_stride`] apart, the first `cnt` columns meaningful) a chunk of
+/// [`CH_CHUNK`] channels at a time into `buf`, handing each finished chunk (`[c1 - c0][w]`,
+/// channels `c0..c1`, columns `cnt..w` unspecified) to `emit`.
 pub(crate) fn compute_chunks<K: TileKernel>(
     kern: &K,
     isa: Isa,
