@@ -10,12 +10,13 @@
 //! the sparse weights with `n` input channels per cache block instead of the CPU's default;
 //! `MS=20,64` and `SHAPES=384x1536,1536x384` replace the row counts and `KxN` shapes; `CF=1`
 //! runs them channels-first, `M` pixels of one image, as pointwise convolutions do; `CONV=1`
-//! times the convolutions of ResNet-50 and EfficientNet-Lite0 at batch 1 instead).
+//! times the convolutions of ResNet-50 and EfficientNet-Lite0 at batch 1 instead, and with `RES=1`
+//! adds a residual to each and applies a ReLU after it, as ResNet's last 1x1 of a block does).
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use sparsepipe_kernels::{default_kblock, l1d_bytes, Conv2d, Depthwise, Epilogue, Isa, PackedLinear};
+use sparsepipe_kernels::{default_kblock, l1d_bytes, Conv2d, Depthwise, Epilogue, Isa, PackedLinear, Residual};
 
 const MS: [usize; 4] = [8, 32, 128, 512];
 const KNS: [(usize, usize); 3] = [(768, 768), (768, 3072), (3072, 768)];
@@ -218,6 +219,7 @@ const CONVS: [ConvShape; 14] = [
 /// Times each of [`CONVS`] on one thread (dense and 90% sparse for group-1 convolutions) and
 /// prints its GFLOP/s and % of the FMA peak.
 fn convolutions(isa: Isa, peak: f64, filter: Option<&str>, pool: &rayon::ThreadPool) {
+    let residual = std::env::var("RES").is_ok_and(|v| v == "1");
     println!("{:<22} {:>6} {:>10} {:>9} {:>7}", "convolution", "kind", "us/call", "GFLOP/s", "%peak");
     for (name, (c, h, w), o, k, s) in CONVS {
         if filter.is_some_and(|f| !name.contains(f)) {
@@ -253,7 +255,9 @@ fn convolutions(isa: Isa, peak: f64, filter: Option<&str>, pool: &rayon::ThreadP
                 PackedLinear::dense(g.k(), o, at, epi)
             };
             let mut y = vec![0f32; o * g.cols()];
-            let run = || packed.run_conv(isa, &g, black_box(&x), 1, None, &mut y).unwrap();
+            let addend: Vec<f32> = if residual { (0..y.len()).map(|i| (i % 7) as f32 - 3.0).collect() } else { vec![] };
+            let add = residual.then(|| Residual { values: &addend, min: 0.0, max: f32::INFINITY });
+            let run = || packed.run_conv(isa, &g, black_box(&x), 1, add, &mut y).unwrap();
             let secs = pool.install(|| median_secs(run, 0.3));
             line(packed.kind(), (nnz * g.cols()) as f64, secs);
         }

@@ -10,8 +10,7 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use crate::exec::{
-    compute_chunks, plan_parts, prefetch_block, with_scratch, zero_padding, OutPtr, Tile, TileKernel, COL_TILE,
-    PAR_MIN_MACS,
+    compute_chunks, plan_parts, with_scratch, zero_padding, OutPtr, Tile, TileKernel, COL_TILE, PAR_MIN_MACS,
 };
 use crate::phases::{copy_run, split_plane, Phases, PHASES_SLACK};
 use crate::simd::{Portable, Simd, LANES};
@@ -137,12 +136,15 @@ pub(crate) fn run_conv<K: TileKernel>(
     let ph = (!g.is_pointwise()).then(|| Phases::new(g));
     let mut phases = PHASES.with(Cell::take);
     let src = match &ph {
-        None => Source { data: x, image: g.c * g.h * g.w, chan: g.h * g.w, pw: g.w, taps: &[0], flat: true },
+        None => {
+            Source { data: x, image: g.c * g.h * g.w, chan: g.h * g.w, pw: g.w, taps: &[0], far_tap: 0, flat: true }
+        }
         Some(ph) => {
             let chan = ph.plane_len(g);
             build_phases(isa, g, ph, x, batch, parallel, &mut phases);
             let phases = &phases.0;
-            Source { data: phases, image: g.c * chan, chan, pw: ph.pw, taps: &ph.taps, flat: false }
+            let far_tap = ph.taps.iter().copied().max().unwrap_or(0);
+            Source { data: phases, image: g.c * chan, chan, pw: ph.pw, taps: &ph.taps, far_tap, flat: false }
         }
     };
     // Adds the residual to (and clamps) `cnt` outputs at `at`, `src` being the sums.
@@ -165,27 +167,14 @@ pub(crate) fn run_conv<K: TileKernel>(
         // through scratch.
         let (b, c0) = (q0 / cols, q0 % cols);
         let direct = cnt == w && c0 + cnt <= cols;
-        // Asks for the residual of channels a..e of the tile (an addend produced long before,
-        // whose rows `cols` apart come from memory a short run at a time) while it is computed.
-        let fetch_addend = |a: usize, e: usize| {
-            if let Some(r) = add {
-                for (b, p, len, _) in pieces(q0, cnt, cols) {
-                    prefetch_block(r.values, cols, b * n + a..b * n + e, p..p + len);
-                }
-            }
-        };
         let xs = kern.row_stride(w);
         with_scratch(k * xs + if direct { 0 } else { chunk * w }, |buf| {
             let (xt, yt) = buf.split_at_mut(k * xs);
-            fetch_addend(ch0, ch0 + chunk);
             gather(isa, g, &src, (q0, cnt), xt, (w, xs));
             if direct {
                 let mut a = ch0;
                 while a < ch1 {
                     let e = (a + crate::exec::CH_CHUNK).min(ch1);
-                    if a > ch0 {
-                        fetch_addend(a, e);
-                    }
                     // SAFETY: channels a..e of image `b` hold `cnt == w` outputs from pixel c0,
                     // rows `cols` apart, inside `y`; jobs write disjoint (image, pixels,
                     // channels) blocks; `xt` holds the tile's K rows of `w` floats `xs` apart.
@@ -208,7 +197,6 @@ pub(crate) fn run_conv<K: TileKernel>(
                 return;
             }
             compute_chunks(kern, isa, xt, (w, cnt), (ch0, ch1), yt, |a, e, done| {
-                fetch_addend(e, (e + crate::exec::CH_CHUNK).min(ch1));
                 for (b, p, len, j0) in pieces(q0, cnt, cols) {
                     for ch in a..e {
                         let at = (b * n + ch) * cols + p;
@@ -249,6 +237,8 @@ struct Source<'a> {
     chan: usize,
     pw: usize,
     taps: &'a [usize],
+    /// The largest of `taps`.
+    far_tap: usize,
     /// Whether consecutive output rows are consecutive in `data` (`pw` is the output width), so a
     /// tile is one run.
     flat: bool,
@@ -315,30 +305,33 @@ unsafe fn split(isa: Isa, g: &Conv2d, ph: &Phases, x: &[f32], dst: &mut [f32], t
 
 /// Fills the packed tile `xt` (`K` rows of `w` floats, `xs` apart) with the `K` taps of the
 /// batch's output pixels `q0..q0 + cnt` from `src`, zero in columns `cnt..w`.
-fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: (usize, usize)) {
+fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], shape: TileShape) {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: (usize, usize)) {
+    unsafe fn avx512(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], shape: TileShape) {
         // SAFETY: avx512f enabled here.
-        unsafe { gather_simd::<crate::simd::Avx512>(g, src, tile, xt, w) }
+        unsafe { gather_simd::<crate::simd::Avx512>(g, src, tile, xt, shape) }
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], w: (usize, usize)) {
+    unsafe fn avx2(g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32], shape: TileShape) {
         // SAFETY: avx2 enabled here.
-        unsafe { gather_simd::<crate::simd::Avx2>(g, src, tile, xt, w) }
+        unsafe { gather_simd::<crate::simd::Avx2>(g, src, tile, xt, shape) }
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the engine only passes an ISA this CPU supports (`check_io`).
-        Isa::Avx512 => unsafe { avx512(g, src, tile, xt, w) },
+        Isa::Avx512 => unsafe { avx512(g, src, tile, xt, shape) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { avx2(g, src, tile, xt, w) },
+        Isa::Avx2 => unsafe { avx2(g, src, tile, xt, shape) },
         // SAFETY: portable vectors need no CPU feature.
-        _ => unsafe { gather_simd::<Portable>(g, src, tile, xt, w) },
+        _ => unsafe { gather_simd::<Portable>(g, src, tile, xt, shape) },
     }
 }
+
+/// A packed tile's width and row stride in floats (`(w, xs)`, see `exec::Tile`).
+type TileShape = (usize, usize);
 
 /// [`gather`] for one ISA: the tile's runs along output rows (one per image when the source is
 /// flat), then for every input channel and tap one vector copy per run. Rows are written in order, each
@@ -347,13 +340,7 @@ fn gather(isa: Isa, g: &Conv2d, src: &Source<'_>, tile: TilePos, xt: &mut [f32],
 /// # Safety
 /// `S` must be supported by this CPU.
 #[inline(always)]
-unsafe fn gather_simd<S: Simd>(
-    g: &Conv2d,
-    src: &Source<'_>,
-    (q0, cnt): TilePos,
-    xt: &mut [f32],
-    (w, xs): (usize, usize),
-) {
+unsafe fn gather_simd<S: Simd>(g: &Conv2d, src: &Source<'_>, (q0, cnt): TilePos, xt: &mut [f32], (w, xs): TileShape) {
     // (offset in `data` for channel 0, first column of the tile, length) per run.
     let mut runs = [(0usize, 0usize, 0usize); COL_TILE];
     let mut nruns = 0;
@@ -377,10 +364,9 @@ unsafe fn gather_simd<S: Simd>(
     // The furthest any run reaches in `data` (last channel, furthest tap) and in `xt` (last row).
     let (src_end, dst_end) =
         runs[..nruns].iter().fold((0, 0), |(s, d), &(at, j0, len)| (s.max(at + len), d.max(j0 + len)));
-    let far_tap = src.taps.iter().copied().max().unwrap_or(0);
     if g.c > 0 {
         assert!(
-            (g.c - 1) * src.chan + far_tap + src_end <= data.len() && (g.c * taps - 1) * xs + dst_end <= xt.len(),
+            (g.c - 1) * src.chan + src.far_tap + src_end <= data.len() && (g.c * taps - 1) * xs + dst_end <= xt.len(),
             "gather run outside its buffers"
         );
     }

@@ -151,9 +151,9 @@ impl TileKernel for DenseMatrix {
             // SAFETY: as above.
             Isa::Avx2 => unsafe { tile_avx2(self, t, six) },
             // SAFETY: tile pointers are valid (caller).
-            _ if six => unsafe { dense_tile::<Portable, 6, 1>(self, t) },
+            _ if six => unsafe { dense_tile::<Portable, 6, 1, false>(self, t) },
             // SAFETY: as above.
-            _ => unsafe { dense_tile::<Portable, 8, 1>(self, t) },
+            _ => unsafe { dense_tile::<Portable, 8, 1, false>(self, t) },
         }
     }
 }
@@ -164,9 +164,9 @@ unsafe fn tile_avx512(m: &DenseMatrix, t: &Tile, six: bool) {
     // SAFETY: avx512f enabled here; tile contract forwarded; NR divides the panel.
     unsafe {
         if six {
-            dense_tile::<crate::simd::Avx512, 6, 2>(m, t)
+            dense_tile::<crate::simd::Avx512, 6, 2, false>(m, t)
         } else {
-            dense_tile::<crate::simd::Avx512, 8, 2>(m, t)
+            dense_tile::<crate::simd::Avx512, 8, 2, false>(m, t)
         }
     }
 }
@@ -178,9 +178,9 @@ unsafe fn tile_avx2(m: &DenseMatrix, t: &Tile, six: bool) {
     // eight-channel panel runs as two halves of four).
     unsafe {
         if six {
-            dense_tile::<crate::simd::Avx2, 6, 1>(m, t)
+            dense_tile::<crate::simd::Avx2, 6, 1, true>(m, t)
         } else {
-            dense_tile::<crate::simd::Avx2, 4, 1>(m, t)
+            dense_tile::<crate::simd::Avx2, 4, 1, true>(m, t)
         }
     }
 }
@@ -202,10 +202,11 @@ const LEFTOVER_MAX: usize = 8;
 /// within a block, a strip of `CB` vectors of columns (then one) at a time, and within a strip
 /// every channel `NR` at a time, so the strip's block stays in L1 while the weights stream past
 /// it; up to [`LEFTOVER_MAX`] meaningful columns past the last whole vector go through
-/// [`leftover`]. Channel ranges start on panel boundaries (see `channel_parts`); `NR` divides
-/// the panel.
+/// [`leftover`], or with `NARROW` (AVX2 only), from [`NARROW_MIN`] of them on, through
+/// [`narrow_avx2`]. Channel ranges start on panel boundaries (see `channel_parts`); `NR`
+/// divides the panel.
 #[inline(always)]
-unsafe fn dense_tile<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix, t: &Tile) {
+unsafe fn dense_tile<S: Simd, const NR: usize, const CB: usize, const NARROW: bool>(m: &DenseMatrix, t: &Tile) {
     let width = CB * LANES;
     let kc = block_rows(width);
     let tail = t.cnt % LANES;
@@ -214,8 +215,17 @@ unsafe fn dense_tile<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix,
     loop {
         let k1 = (k0 + kc).min(m.k);
         if strips_end < t.w {
-            // SAFETY: columns strips_end..cnt lie inside the tile; rows k0..k1 inside K.
-            unsafe { leftover::<S>(m, t, (strips_end, t.cnt), (k0, k1)) };
+            // SAFETY: columns strips_end..cnt lie inside the tile; rows k0..k1 inside K; with
+            // NARROW the caller is an AVX2 context, and strips_end + 8 <= w (w is a multiple of
+            // LANES past the last whole strip).
+            unsafe {
+                if NARROW && t.cnt - strips_end >= NARROW_MIN {
+                    #[cfg(target_arch = "x86_64")]
+                    narrow_avx2(m, t, strips_end, (k0, k1));
+                } else {
+                    leftover::<S>(m, t, (strips_end, t.cnt), (k0, k1));
+                }
+            }
         }
         let mut c = 0;
         while c < strips_end {
@@ -239,6 +249,97 @@ unsafe fn dense_tile<S: Simd, const NR: usize, const CB: usize>(m: &DenseMatrix,
             break;
         }
         k0 = k1;
+    }
+}
+
+/// Leftover columns from which [`narrow_avx2`] beats [`leftover`]: below it, `leftover`'s
+/// vectors of weights cover fewer multiply-adds than eight lanes of mostly idle columns.
+const NARROW_MIN: usize = 2;
+
+/// Columns `c0..c0 + 8` of the tile (the meaningful ones first; the rest, inside the tile's
+/// width, are computed and ignored) for every channel of its range, input channels `k0..k1`,
+/// on AVX2: the eight columns of an input row are one vector and each weight is broadcast, one
+/// vector of sums per channel, twelve channels (two six-channel panels) or eight at a time.
+/// Row-major calls of at most 8 rows run entirely here.
+///
+/// # Safety
+/// The tile's pointers must be valid for its extents, `c0 + 8 <= t.w`, `k1 <= K`, and the CPU
+/// must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn narrow_avx2(m: &DenseMatrix, t: &Tile, c0: usize, ks: (usize, usize)) {
+    let mut ch = t.ch0;
+    while ch < t.ch1 {
+        let left = t.ch1 - ch;
+        // SAFETY: `ch` is on a panel boundary (channel ranges are) and the panels read hold
+        // channels up to ch1 (a second panel only when more than one panel's channels remain);
+        // the rest is the caller's.
+        unsafe {
+            match m.panel {
+                6 if left > 6 => narrow_group::<6, 2>(m, t, (c0, ch, left.min(12)), ks),
+                6 => narrow_group::<6, 1>(m, t, (c0, ch, left), ks),
+                _ => narrow_group::<8, 1>(m, t, (c0, ch, left.min(8)), ks),
+            }
+        }
+        ch += if m.panel == 6 { 12 } else { 8 };
+    }
+}
+
+/// Channels `ch..ch + valid` (`NP` whole panels of `P` from `ch`) of [`narrow_avx2`]'s columns.
+///
+/// # Safety
+/// As [`narrow_avx2`]; panels `ch / P..ch / P + NP` exist and `valid <= NP * P`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn narrow_group<const P: usize, const NP: usize>(
+    m: &DenseMatrix,
+    t: &Tile,
+    (c0, ch, valid): (usize, usize, usize),
+    (k0, k1): (usize, usize),
+) {
+    use crate::simd::Avx2;
+    use std::arch::x86_64::*;
+    let (first, last) = (k0 == 0, k1 == m.k);
+    // SAFETY: the panels hold K rows of P floats each; the bias is padded to whole panels;
+    // output rows ch - ch0 .. + valid and input rows k0..k1 hold columns c0..c0 + 8 (caller).
+    unsafe {
+        let wp = m.panels.as_ptr().add((ch / P) * m.k * P);
+        let out = t.yt.add((ch - t.ch0) * t.ys + c0);
+        let mut acc = [[_mm256_setzero_ps(); P]; NP];
+        for (q, panel) in acc.iter_mut().enumerate() {
+            for (r, a) in panel.iter_mut().enumerate() {
+                let i = q * P + r;
+                if first {
+                    *a = _mm256_set1_ps(*m.bias.get_unchecked(ch + i));
+                } else if i < valid {
+                    *a = _mm256_loadu_ps(out.add(i * t.ys));
+                }
+            }
+        }
+        let xp = t.xt.add(c0);
+        for kk in k0..k1 {
+            let x = _mm256_loadu_ps(xp.add(kk * t.xs));
+            for (q, panel) in acc.iter_mut().enumerate() {
+                let w = wp.add(q * m.k * P + kk * P);
+                for (r, a) in panel.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(_mm256_broadcast_ss(&*w.add(r)), x, *a);
+                }
+            }
+        }
+        let clamp = last && m.epi.clamps();
+        let act = if last { m.epi.act } else { crate::Activation::None };
+        let (lo, hi) = (Avx2::splat(m.epi.min), Avx2::splat(m.epi.max));
+        // Channels two at a time (P is even), as one 16-lane vector for the activation.
+        for i in (0..P * NP).step_by(2) {
+            let pair = [acc[i / P][i % P], acc[i / P][i % P + 1]];
+            let v = crate::simd::activate::<Avx2>(act, pair);
+            let v = if clamp { Avx2::min(Avx2::max(v, lo), hi) } else { v };
+            for (h, half) in v.iter().enumerate() {
+                if i + h < valid {
+                    _mm256_storeu_ps(out.add((i + h) * t.ys), *half);
+                }
+            }
+        }
     }
 }
 

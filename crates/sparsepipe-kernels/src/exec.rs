@@ -114,7 +114,7 @@ pub(crate) fn run<K: TileKernel>(kern: &K, isa: Isa, x: &[f32], rows: usize, add
 
 /// Asks for the cache lines of columns `cols` of rows `rows` of the row-major `[_, n]` array `a`
 /// (an addend produced long before: its rows come from memory a short run at a time).
-pub(crate) fn prefetch_block(a: &[f32], n: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
+fn prefetch_block(a: &[f32], n: usize, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     for r in rows {
         let (start, end) = (r * n + cols.start, (r * n + cols.end).min(a.len()));

@@ -429,8 +429,8 @@ fn many_threads_split_few_rows_over_tiles_and_channels() {
 #[test]
 fn dense_panels_of_six_and_eight_match_on_every_isa() {
     // Both panel widths on every ISA (each CPU packs for its own), K over several L1 blocks and
-    // shorter than one, channel counts off the panel width, every epilogue, row-major and
-    // channels-first, one and two threads.
+    // shorter than one, channel counts off the panel width, every epilogue, row-major (1-8 rows
+    // take the narrow path on AVX2) and channels-first, one and two threads.
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     for &(k, n) in &[(1100usize, 29usize), (40, 50), (300, 7), (0, 9)] {
         let w = weights(k, n, 0.0, 21);
@@ -439,7 +439,7 @@ fn dense_panels_of_six_and_eight_match_on_every_isa() {
             for panel in [6, 8] {
                 let packed =
                     PackedLinear::Dense(DenseMatrix::with_panel(k, n, |r, c| w[r * n + c], epi.clone(), panel));
-                for (outer, inner) in [(1, 1), (17, 1), (64, 1), (100, 1), (3, 37)] {
+                for (outer, inner) in [(1, 1), (2, 1), (5, 1), (8, 1), (17, 1), (64, 1), (100, 1), (3, 37)] {
                     let x = inputs(outer * k * inner, 23);
                     let want = reference_linear(&w, k, n, &epi, &x, outer, inner);
                     for isa in Isa::available() {
