@@ -29,7 +29,27 @@ from . import models
 from .engine import ENGINE_TYPES, create_engine
 from .errors import ConfigError, InputError
 
-__all__ = ["Pipeline", "PipelineConfig", "StageTimings", "normalize_task", "registered_tasks"]
+__all__ = [
+    "BatchFields",
+    "Pipeline",
+    "PipelineConfig",
+    "StageTimings",
+    "normalize_task",
+    "registered_tasks",
+]
+
+
+@dataclass(frozen=True)
+class BatchFields:
+    """How a server merges concurrent requests of one task into one pipeline call."""
+
+    #: input fields whose values (one item or a list of them) are concatenated across requests;
+    #: the first one counts the items of a request
+    inputs: tuple[str, ...]
+    #: output fields holding one entry per input item, split back per request
+    outputs: tuple[str, ...]
+    #: a request that sent one item, not a list, gets each output field's single entry back
+    unwrap_single: bool = False
 
 
 def normalize_task(task: str) -> str:
@@ -145,6 +165,11 @@ class Pipeline(ABC):
     #: plan the engine for exactly ``batch_size`` rows (concrete shapes let the engine pick its
     #: specialised convolution kernels); the last chunk of a call is then padded
     fixed_engine_batch: ClassVar[bool] = False
+    #: how a server merges concurrent requests into one call; None: requests run one at a time
+    batch_fields: ClassVar[Optional[BatchFields]] = None
+    #: the input field that takes images (paths, bytes, arrays, PIL images), so a server accepts
+    #: uploaded files, raw image bodies and data URLs for it; None for tasks without images
+    image_field: ClassVar[Optional[str]] = None
 
     def __init__(
         self,
@@ -444,6 +469,18 @@ class Pipeline(ABC):
         self._timings = StageTimings(t1 - t0, t2 - t1, t3 - t2, t3 - t0)
         self._local.timings = self._timings
         return outputs
+
+    def example_inputs(
+        self, batch_size: int, tokens: Optional[int] = None
+    ) -> tuple[dict[str, Any], str]:
+        """Representative keyword arguments of a call of ``batch_size`` items (texts about
+        ``tokens`` tokens long where the task takes text, else its own typical length) and a
+        one-line description of them, for `sparsepipe benchmark`; a task that cannot make any
+        raises ConfigError."""
+        raise ConfigError(
+            f"task {type(self).task or type(self).__name__!r} does not generate example inputs "
+            "(it defines no example_inputs); pass its .onnx file to benchmark the engine"
+        )
 
     def parse_inputs(self, *args: Any, **kwargs: Any) -> BaseModel:
         """The ``input_schema`` instance for a call's arguments (ValidationError if invalid)."""

@@ -16,6 +16,7 @@ import pytest
 from sparsepipe import ConfigError, ModelLoadError, __version__
 from sparsepipe.cli import benchmark
 from sparsepipe.cli.benchmark import measure, random_engine_inputs, run_benchmark
+from sparsepipe.tasks import _examples
 
 FAST = {"seconds": 0.3, "warmup": 0.1}
 FAST_ARGS = ["--time", "0.3", "--warmup", "0.1"]
@@ -165,7 +166,7 @@ def test_image_task_with_model_path(shared_dir, capsys):
 
 
 def test_image_task_uses_a_synthetic_image_without_samples(shared_dir, monkeypatch, tmp_path):
-    monkeypatch.setattr(benchmark, "_SAMPLE_IMAGES", tmp_path / "none")
+    monkeypatch.setattr(_examples, "SAMPLE_IMAGES", tmp_path / "none")
     model = shared_dir / "models" / "efficientnet-lite0-imagenet"
     result = run_benchmark("image-classification", model_path=str(model), **FAST)
     _check_sane(result, stages=True)
@@ -260,3 +261,63 @@ def test_async_raw_engine_at_128_tokens_in_a_subprocess(shared_dir):
         env={**os.environ, "RUST_BACKTRACE": "0"},
     )
     assert proc.returncode == 0, proc.stderr[-500:]
+
+
+def _register_rows_task(name: str, with_examples: bool):
+    """A task over the test MLP (``rows`` of features in, class scores out)."""
+    from pydantic import BaseModel
+    from sparsepipe import Pipeline
+
+    class RowsInput(BaseModel):
+        rows: list[list[float]]
+
+    class RowsOutput(BaseModel):
+        best: list[int]
+
+    class Rows(Pipeline):
+        input_schema = RowsInput
+        output_schema = RowsOutput
+
+        def process_inputs(self, inputs):
+            return [np.asarray(inputs.rows, np.float32)]
+
+        def process_engine_outputs(self, engine_outputs, **kwargs):
+            return RowsOutput(best=engine_outputs[0].argmax(axis=1).tolist())
+
+        if with_examples:
+
+            def example_inputs(self, batch_size, tokens=None):
+                width = self.engine.input_shapes[0][1]
+                return {"rows": [[0.5] * width] * batch_size}, f"{batch_size} rows of 0.5"
+
+    Pipeline.register(name)(Rows)
+
+
+def test_a_registered_task_benchmarks_on_the_inputs_it_declares(model_zoo):
+    path, _ = model_zoo.get("mlp", 0.0)
+    _register_rows_task("rows-with-examples", with_examples=True)
+    result = run_benchmark("rows-with-examples", model_path=str(path), batch_size=3, **FAST)
+    _check_sane(result, batch=3, stages=True)
+    assert result["config"]["inputs"] == "3 rows of 0.5"
+    assert result["config"]["task"] == "rows-with-examples"
+    with pytest.raises(ConfigError, match="--sequence-length applies to text tasks"):
+        run_benchmark("rows-with-examples", model_path=str(path), sequence_length=8, **FAST)
+
+
+def test_a_task_without_example_inputs_is_a_config_error(model_zoo):
+    path, _ = model_zoo.get("mlp", 0.0)
+    _register_rows_task("rows-without-examples", with_examples=False)
+    with pytest.raises(ConfigError, match="'rows-without-examples' does not generate example"):
+        run_benchmark("rows-without-examples", model_path=str(path), **FAST)
+
+
+def test_the_benchmark_names_no_task():
+    from sparsepipe.pipeline import registered_tasks
+
+    package = Path(benchmark.__file__).resolve().parents[1]
+    names = [n for task, aliases in registered_tasks().items() for n in (task, *aliases)]
+    assert "question-answering" in names
+    text = (package / "cli" / "benchmark.py").read_text()
+    for name in names:
+        for quoted in (f'"{name}"', f"'{name}'"):
+            assert quoted not in text, f"benchmark.py names task {name}"

@@ -34,25 +34,9 @@ SCENARIOS = ("sync", "async")
 DEFAULT_TIME = 10.0
 DEFAULT_WARMUP = 2.0
 DEFAULT_ASYNC_STREAMS = 2
-#: tokens of a typical sentence (text tasks) and of a question plus its context (QA)
-DEFAULT_TEXT_TOKENS = 32
-DEFAULT_QA_TOKENS = 128
 #: length given to the non-batch symbolic dimensions of a bare model's inputs
 DEFAULT_MODEL_SEQUENCE_LENGTH = 128
 TOKEN_ID_HIGH = 1000
-SYNTHETIC_IMAGE_SIZE = (480, 640)  # height, width
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-#: the sample images beside a source checkout; a synthetic image is used when absent
-_SAMPLE_IMAGES = Path(__file__).resolve().parents[3].parent / "shared" / "samples" / "images"
-
-_WORD_TEXT = (
-    "the quick brown fox jumps over a lazy dog while people walk through the old city park "
-    "on a warm summer day and children play near the river as music drifts from an open "
-    "window where someone reads a good book about history science and art before dinner "
-    "with friends who talk about work travel family food movies weather and the news"
-)
-_WORDS = _WORD_TEXT.split()
-_QUESTION = "Where do the children play on a warm summer day?"
 
 
 @dataclass
@@ -93,88 +77,6 @@ def _check_seconds(option: str, value: Any, minimum_exclusive: bool) -> float:
 
 
 # ---- inputs -------------------------------------------------------------------------------------
-
-
-def _words(rng: np.random.Generator, n: int) -> list[str]:
-    return [str(w) for w in rng.choice(_WORDS, size=n)]
-
-
-def _fit_text(
-    words: list[str], tokens: int, count: Optional[Callable[[str], int]], reserved: int = 2
-) -> str:
-    """The longest prefix of ``words`` (as a sentence) that ``count`` says fits in ``tokens``."""
-
-    def text(k: int) -> str:
-        return " ".join(words[:k]).capitalize() + "."
-
-    k = max(1, min(len(words), tokens - reserved))
-    if count is None:
-        return text(k)
-    while k > 1 and count(text(k)) > tokens:
-        k -= max(1, (count(text(k)) - tokens) // 2)
-        k = max(1, k)
-    while k < len(words) and count(text(k + 1)) <= tokens:
-        k += 1
-    return text(k)
-
-
-def _text_inputs(pipeline: Any, fields: list[str], batch: int, tokens: int) -> tuple[dict, str]:
-    rng = np.random.default_rng(0)
-    tok = getattr(pipeline, "tokenizer", None)
-    if "question" in fields and "context" in fields:
-        count = None
-        if tok is not None:
-
-            def count(context: str) -> int:
-                return len(tok.encode(_QUESTION, context).ids)
-
-        reserved = 3 + len(_QUESTION.split()) + 2
-        contexts = [
-            _fit_text(_words(rng, 2 * tokens + 8), tokens, count, reserved) for _ in range(batch)
-        ]
-        data = {
-            "question": _QUESTION if batch == 1 else [_QUESTION] * batch,
-            "context": contexts[0] if batch == 1 else contexts,
-        }
-        return data, f"{batch} synthetic question(s) with a context, about {tokens} tokens each"
-    count = None
-    if tok is not None:
-
-        def count(sentence: str) -> int:
-            return len(tok.encode(sentence).ids)
-
-    sentences = [_fit_text(_words(rng, 2 * tokens + 8), tokens, count) for _ in range(batch)]
-    name = "sequences" if "sequences" in fields else "inputs"
-    return {name: sentences}, f"{batch} synthetic sentence(s) of about {tokens} tokens"
-
-
-def _sample_image_files() -> list[Path]:
-    if not _SAMPLE_IMAGES.is_dir():
-        return []
-    return sorted(p for p in _SAMPLE_IMAGES.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-
-
-def _image_inputs(batch: int) -> tuple[dict, str]:
-    images: list[np.ndarray] = []
-    names: list[str] = []
-    try:
-        from PIL import Image
-
-        for path in _sample_image_files():
-            with Image.open(path) as img:
-                images.append(np.asarray(img.convert("RGB")))
-            names.append(path.name)
-    except (ImportError, OSError):
-        images, names = [], []
-    if images:
-        described = f"{batch} sample image(s) from {_SAMPLE_IMAGES} ({', '.join(names)})"
-    else:
-        rng = np.random.default_rng(0)
-        images = [rng.integers(0, 256, size=(*SYNTHETIC_IMAGE_SIZE, 3), dtype=np.uint8)]
-        h, w = SYNTHETIC_IMAGE_SIZE
-        described = f"{batch} synthetic {w}x{h} RGB image(s)"
-    chosen = [images[i % len(images)] for i in range(batch)]
-    return {"images": chosen}, described
 
 
 def random_engine_inputs(
@@ -333,18 +235,12 @@ def _pipeline_target(
     num_threads: Optional[int],
 ) -> BenchmarkTarget:
     from .. import Pipeline
-    from ..tasks._text import TextPipeline
+    from ..pipeline import _init_options
 
     task = reg.task
-    is_text = issubclass(reg.cls, TextPipeline)
-    if task == "custom":
-        raise ConfigError(
-            "the custom task needs Python pre/post-processing functions and cannot be "
-            "benchmarked from the command line; pass the .onnx file to benchmark the engine"
-        )
     kwargs: dict[str, Any] = {}
     if sequence_length is not None:
-        if not is_text:
+        if "sequence_length" not in _init_options(reg.cls):
             raise ConfigError(
                 f"--sequence-length applies to text tasks and ONNX models, not to {task}"
             )
@@ -357,22 +253,7 @@ def _pipeline_target(
         num_threads=num_threads,
         **kwargs,
     )
-    fields = list(pipeline.input_schema.model_fields)
-    if "images" in fields:
-        data, described = _image_inputs(batch_size)
-    elif (
-        {"question", "context"} <= set(fields)
-        or "sequences" in fields
-        or (is_text and "inputs" in fields)
-    ):
-        default = DEFAULT_QA_TOKENS if "question" in fields else DEFAULT_TEXT_TOKENS
-        tokens = sequence_length if sequence_length is not None else default
-        data, described = _text_inputs(pipeline, fields, batch_size, tokens)
-    else:
-        raise ConfigError(
-            f"the benchmark cannot generate inputs for task {task!r} (input fields: "
-            f"{', '.join(fields)}); pass its .onnx file to benchmark the engine"
-        )
+    data, described = pipeline.example_inputs(batch_size, sequence_length)
     extra: dict[str, Any] = {}
     isa = getattr(pipeline.engine, "isa", None)
     if isa is not None:
@@ -704,8 +585,8 @@ def add_parser(subparsers: Any) -> None:
         type=int,
         default=None,
         help=(
-            f"tokens per text (default {DEFAULT_TEXT_TOKENS}; {DEFAULT_QA_TOKENS} for question "
-            "answering) or length of the non-batch symbolic dims of an ONNX model "
+            "tokens per generated text (default: the task's typical length) or length of the "
+            "non-batch symbolic dims of an ONNX model "
             f"(default {DEFAULT_MODEL_SEQUENCE_LENGTH})"
         ),
     )

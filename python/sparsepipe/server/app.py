@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from .. import __version__
 from ..errors import ConfigError, InputError, SparsepipeError
 from ..pipeline import Pipeline
-from .batching import BATCH_FIELDS, DynamicBatcher
+from .batching import DynamicBatcher
 from .config import EndpointConfig, ServerConfig, load_server_config
 from .metrics import ServerMetrics
 
@@ -30,7 +30,6 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger("sparsepipe.server")
 
-VISION_TASKS = ("image-classification", "object-detection")
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 
 
@@ -40,9 +39,10 @@ class _Endpoint:
         self.name = config.name
         self.pipeline = pipeline
         self.batcher: Optional[DynamicBatcher] = None
-        if config.max_batch_size > 1 and pipeline.task in BATCH_FIELDS:
+        fields = type(pipeline).batch_fields
+        if config.max_batch_size > 1 and fields is not None:
             self.batcher = DynamicBatcher(
-                pipeline.task,
+                fields,
                 pipeline,
                 pipeline.input_schema,
                 pipeline.output_schema,
@@ -276,12 +276,13 @@ def _unknown(name: str, endpoints: dict[str, _Endpoint]) -> JSONResponse:
 def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
     input_model = ep.pipeline.input_schema
     output_model = ep.pipeline.output_schema
-    is_vision = ep.pipeline.task in VISION_TASKS
+    image_field = type(ep.pipeline).image_field
 
     async def infer(body: input_model) -> Any:  # type: ignore[valid-type]
-        if is_vision:
+        if image_field is not None:
             try:
-                body = input_model(images=_decode_images(body.images))
+                decoded = _decode_images(getattr(body, image_field))
+                body = input_model.model_validate({**dict(body), image_field: decoded})
             except InputError as e:
                 app.state.metrics.requests.labels(ep.name, "400").inc()
                 return _error(400, str(e))
@@ -299,11 +300,11 @@ def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
         app.post(ep.config.route, response_model=output_model, tags=[ep.name], summary=summary)(
             infer
         )
-    if is_vision:
+    if image_field is not None:
 
         async def infer_files(files: list[UploadFile] = File(...)) -> Any:  # noqa: B008
             images = [await f.read() for f in files]
-            return await run(ep, input_model(images=images))
+            return await run(ep, input_model(**{image_field: images}))
 
         app.post(
             f"/v2/models/{ep.name}/infer/from_files",
@@ -317,6 +318,7 @@ def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
 def _add_sagemaker_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
     input_model = ep.pipeline.input_schema
     output_model = ep.pipeline.output_schema
+    image_field = type(ep.pipeline).image_field
 
     @app.get("/ping", tags=["sagemaker"])
     async def ping() -> Response:
@@ -327,16 +329,16 @@ def _add_sagemaker_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
         content_type = request.headers.get("content-type", "application/json").split(";")[0]
         data = await request.body()
         if content_type.startswith("image/") or content_type == "application/x-image":
-            if ep.pipeline.task not in VISION_TASKS:
+            if image_field is None:
                 return _error(415, f"{ep.pipeline.task} takes application/json, not {content_type}")
-            body = input_model(images=[data])
+            body = input_model(**{image_field: [data]})
         elif content_type in ("application/json", ""):
             import json
 
             try:
                 payload = json.loads(data or b"null")
-                if ep.pipeline.task in VISION_TASKS and isinstance(payload, dict):
-                    payload = {**payload, "images": _decode_images(payload.get("images"))}
+                if image_field is not None and isinstance(payload, dict):
+                    payload = {**payload, image_field: _decode_images(payload.get(image_field))}
                 body = input_model.model_validate(payload)
             except ValueError as e:
                 if isinstance(e, ValidationError):

@@ -9,16 +9,10 @@ from typing import Any, Callable, Optional
 import anyio
 from pydantic import BaseModel
 
-__all__ = ["BATCH_FIELDS", "DynamicBatcher", "Merged"]
+from ..errors import ConfigError
+from ..pipeline import BatchFields
 
-#: per task: (input fields merged as lists, output fields split per request)
-BATCH_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "text-classification": (("sequences",), ("labels", "scores")),
-    "token-classification": (("inputs",), ("predictions",)),
-    "question-answering": (("question", "context"), ("answer", "score", "start", "end", "answers")),
-    "image-classification": (("images",), ("labels", "scores")),
-    "object-detection": (("images",), ("boxes", "scores", "labels")),
-}
+__all__ = ["DynamicBatcher", "Merged"]
 
 
 @dataclass
@@ -38,11 +32,12 @@ def _as_list(value: Any) -> tuple[list[Any], bool]:
 
 
 class DynamicBatcher:
-    """Merges requests arriving within ``max_delay_s`` of the first, up to ``max_items`` items."""
+    """Merges requests arriving within ``max_delay_s`` of the first, up to ``max_items`` items,
+    as the pipeline's task declares (`BatchFields`)."""
 
     def __init__(
         self,
-        task: str,
+        fields: BatchFields,
         pipeline: Callable[..., Any],
         input_model: type[BaseModel],
         output_model: type[BaseModel],
@@ -51,7 +46,18 @@ class DynamicBatcher:
         max_delay_s: float,
         timings: Callable[[], Any],
     ) -> None:
-        self.inputs, self.outputs = BATCH_FIELDS[task]
+        for kind, names, model in (
+            ("input", fields.inputs, input_model),
+            ("output", fields.outputs, output_model),
+        ):
+            missing = [n for n in names if n not in model.model_fields]
+            if missing or not names:
+                raise ConfigError(
+                    f"batch_fields names {kind} field(s) {missing or '(none)'} that "
+                    f"{model.__name__} does not have; its fields: {', '.join(model.model_fields)}"
+                )
+        self.inputs, self.outputs = fields.inputs, fields.outputs
+        self.unwrap_single = fields.unwrap_single
         self.pipeline = pipeline
         self.input_model = input_model
         self.output_model = output_model
@@ -117,7 +123,7 @@ class DynamicBatcher:
         offset = 0
         for (_, future, received), n, single in zip(group, counts, singles):
             part = {f: getattr(out, f)[offset : offset + n] for f in self.outputs}
-            if single and self.inputs == ("question", "context"):
+            if single and self.unwrap_single:
                 part = {f: v[0] for f, v in part.items()}
             offset += n
             if not future.done():

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, ModelLoadError
 from ..pipeline import Pipeline
+from . import _examples
 
 __all__ = ["TextPipeline", "load_tokenizer"]
 
@@ -177,6 +178,10 @@ class TextPipeline(Pipeline):
         return out
 
     # ---- tokenization -----------------------------------------------------------------------
+
+    def example_sentences(self, batch_size: int, tokens: int) -> list[str]:
+        """``batch_size`` generated sentences of about ``tokens`` tokens by this tokenizer."""
+        return _examples.sentences(batch_size, tokens, lambda s: len(self.tokenizer.encode(s).ids))
 
     def truncating_tokenizer(self, max_length: int, stride: int = 0) -> Any:
         """A private copy of the tokenizer that truncates at ``max_length`` with ``stride``."""

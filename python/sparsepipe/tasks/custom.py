@@ -90,6 +90,13 @@ class CustomTaskPipeline(Pipeline):
             kwargs = {k: v for k, v in kwargs.items() if k in wanted}
         return self._out_fn(engine_outputs, **kwargs)
 
+    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
+        """Never: what the functions take is unknown."""
+        raise ConfigError(
+            "the custom task needs Python pre/post-processing functions and cannot be "
+            "benchmarked from the command line; pass the .onnx file to benchmark the engine"
+        )
+
     def _config_kwargs(self) -> dict[str, Any]:
         raise ConfigError(
             "a custom-task pipeline holds Python functions and cannot be saved as a config"

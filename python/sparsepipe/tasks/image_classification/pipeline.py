@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from ...errors import ConfigError, ModelLoadError
-from ...pipeline import Pipeline
+from ...pipeline import BatchFields, Pipeline
+from .._examples import example_images
 from .._images import load_images
 from .._vision import class_names_from
 from .processing import ImagePreprocessing
@@ -32,6 +33,8 @@ class ImageClassificationPipeline(Pipeline):
     output_schema = ImageClassificationOutput
     fixed_engine_batch = True
     options_schema = ImageClassificationOptions
+    batch_fields = BatchFields(("images",), ("labels", "scores"))
+    image_field = "images"
 
     def __init__(self, *, class_names: Any = None, **kwargs: Any) -> None:
         self._class_names_option = class_names
@@ -61,6 +64,11 @@ class ImageClassificationPipeline(Pipeline):
         if names is not None:
             out["class_names"] = names if isinstance(names, (list, dict)) else str(names)
         return out
+
+    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
+        """The sample images beside a source checkout in turn, else a synthetic image."""
+        images, described = example_images(batch_size)
+        return {"images": images}, described
 
     def process_inputs(self, inputs: ImageClassificationInput) -> Any:
         """Preprocessed ``[N, 3, H, W]`` pixels."""

@@ -7,7 +7,8 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ...errors import ConfigError, ModelLoadError
-from ...pipeline import Pipeline
+from ...pipeline import BatchFields, Pipeline
+from .._examples import example_images
 from .._images import load_images
 from .._vision import class_names_from
 from .processing import detect_layout, letterbox, postprocess_detections, to_model_input
@@ -43,6 +44,8 @@ class ObjectDetectionPipeline(Pipeline):
     output_schema = ObjectDetectionOutput
     options_schema = ObjectDetectionOptions
     fixed_engine_batch = True
+    batch_fields = BatchFields(("images",), ("boxes", "scores", "labels"))
+    image_field = "images"
 
     def __init__(
         self,
@@ -102,6 +105,11 @@ class ObjectDetectionPipeline(Pipeline):
         if self._image_size_option is not None:
             out["image_size"] = self._image_size_option
         return out
+
+    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
+        """The sample images beside a source checkout in turn, else a synthetic image."""
+        images, described = example_images(batch_size)
+        return {"images": images}, described
 
     def process_inputs(self, inputs: ObjectDetectionInput) -> Any:
         """Letterboxed ``[N, 3, H, W]`` images; the context keeps how to map boxes back."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from ...errors import ConfigError, InputError
-from ...pipeline import Pipeline
+from ...pipeline import BatchFields, Pipeline
+from .. import _examples
 from .._text import TextPipeline, check_encodable
 from .processing import encode_qa, qa_answers
 from .schemas import (
@@ -31,6 +32,11 @@ class QuestionAnsweringPipeline(TextPipeline):
     input_schema = QuestionAnsweringInput
     output_schema = QuestionAnsweringOutput
     options_schema = QuestionAnsweringOptions
+    batch_fields = BatchFields(
+        ("question", "context"),
+        ("answer", "score", "start", "end", "answers"),
+        unwrap_single=True,
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs.get("model_path") is None:
@@ -75,6 +81,23 @@ class QuestionAnsweringPipeline(TextPipeline):
                 f"doc_stride ({doc_stride}) must not be larger than max_seq_len ({max_seq_len})"
             )
         return max_seq_len, doc_stride
+
+    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
+        """One generated question with a context each, about 128 tokens together by default."""
+        tokens = tokens or 128
+        question = _examples.QUESTION
+        contexts = _examples.sentences(
+            batch_size,
+            tokens,
+            lambda context: len(self.tokenizer.encode(question, context).ids),
+            reserved=3 + len(question.split()) + 2,
+        )
+        data = {
+            "question": question if batch_size == 1 else [question] * batch_size,
+            "context": contexts[0] if batch_size == 1 else contexts,
+        }
+        described = f"{batch_size} synthetic question(s) with a context, about {tokens} tokens each"
+        return data, described
 
     def process_inputs(self, inputs: QuestionAnsweringInput) -> Any:
         """Windows of every (question, context) pair as rows; the context maps them back."""

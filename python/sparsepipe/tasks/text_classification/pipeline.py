@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from ...errors import ModelLoadError
-from ...pipeline import Pipeline
+from ...pipeline import BatchFields, Pipeline
 from .._text import TextPipeline, check_encodable
 from .schemas import TextClassificationInput, TextClassificationOptions, TextClassificationOutput
 
@@ -37,6 +37,7 @@ class TextClassificationPipeline(TextPipeline):
     input_schema = TextClassificationInput
     output_schema = TextClassificationOutput
     options_schema = TextClassificationOptions
+    batch_fields = BatchFields(("sequences",), ("labels", "scores"))
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -48,6 +49,12 @@ class TextClassificationPipeline(TextPipeline):
                 f"[batch, num_labels]; its first output {self.engine.output_names[0]!r} has "
                 f"shape {shape}"
             )
+
+    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
+        """Generated sentences, 32 tokens by default."""
+        tokens = tokens or 32
+        texts = self.example_sentences(batch_size, tokens)
+        return {"sequences": texts}, f"{batch_size} synthetic sentence(s) of about {tokens} tokens"
 
     def process_inputs(self, inputs: TextClassificationInput) -> Any:
         """Tokenized rows, one per sequence (pairs encoded as text pairs)."""

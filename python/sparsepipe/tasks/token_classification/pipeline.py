@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from ...errors import ConfigError, InputError, ModelLoadError
-from ...pipeline import Pipeline
+from ...pipeline import BatchFields, Pipeline
 from .._text import TextPipeline, check_encodable
 from .postprocess import postprocess_token_classification
 from .schemas import (
@@ -33,6 +33,7 @@ class TokenClassificationPipeline(TextPipeline):
     input_schema = TokenClassificationInput
     output_schema = TokenClassificationOutput
     options_schema = TokenClassificationOptions
+    batch_fields = BatchFields(("inputs",), ("predictions",))
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -57,6 +58,12 @@ class TokenClassificationPipeline(TextPipeline):
                 f"({room}), got {stride}"
             )
         return stride
+
+    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
+        """Generated sentences, 32 tokens by default."""
+        tokens = tokens or 32
+        texts = self.example_sentences(batch_size, tokens)
+        return {"inputs": texts}, f"{batch_size} synthetic sentence(s) of about {tokens} tokens"
 
     def process_inputs(self, inputs: TokenClassificationInput) -> Any:
         """All windows of all texts as rows; the context maps rows back to their texts."""
