@@ -33,7 +33,7 @@ dev: $(PY) ## Fast debug-profile build installed in editable mode
 test-deps: $(PY)
 	$(PIP) install -q "numpy>=1.21" "pytest>=7" "onnx>=1.14" "onnxruntime>=1.15" tokenizers pillow ruff \
 		"fastapi>=0.100" "uvicorn>=0.23" "prometheus-client>=0.17" "python-multipart>=0.0.6" httpx \
-		boto3 "moto>=5" openapi-spec-validator
+		boto3 "moto>=5" openapi-spec-validator "mypy>=1.8"
 
 .PHONY: demo
 demo: install test-deps ## Install, then run the embedded default pipelines (sentiment, PII NER)
@@ -43,12 +43,16 @@ demo: install test-deps ## Install, then run the embedded default pipelines (sen
 test-rust: ## cargo test for every crate
 	cargo test --workspace --quiet
 
+.PHONY: stubtest
+stubtest: test-deps ## Check python/sparsepipe/_engine.pyi against the installed binary module
+	$(PY) -m mypy.stubtest sparsepipe._engine
+
 .PHONY: test-python
 test-python: test-deps ## pytest against the installed package
 	$(PY) -m pytest -q tests
 
 .PHONY: test
-test: test-rust install test-python ## Everything CI runs: cargo test, build + install, pytest
+test: lint test-rust install stubtest test-python ## Everything CI runs: lint, cargo test, build + install, stub check, pytest
 
 .PHONY: lint
 lint: test-deps ## rustfmt, clippy and ruff

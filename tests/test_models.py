@@ -59,6 +59,22 @@ def test_each_task_default_is_an_embedded_model_of_that_task():
         assert by_uri[default].task == task
 
 
+def test_model_resolution_names_no_task():
+    from sparsepipe.pipeline import registered_tasks
+
+    text = Path(models.__file__).read_text()
+    for task, aliases in registered_tasks().items():
+        for name in (task, *aliases):
+            assert f'"{name}"' not in text and f"'{name}'" not in text, name
+    # the embedded models' tasks come from their own zoo.json
+    assert [m.name for m in models.list()] == [
+        "sentiment-minilm-sparse80",
+        "pii-ner-minilm",
+        "efficientnet-lite0-imagenet",
+        "yolov3-tiny-coco",
+    ]
+
+
 def test_unknown_zoo_name_lists_the_available_ones():
     with pytest.raises(ModelLoadError, match=r"zoo:sentiment-minilm-sparse80"):
         models.resolve("zoo:bert-large")

@@ -1,14 +1,18 @@
 """Type stubs of the compiled extension (see sparsepipe.engine.Engine for documentation)."""
 
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, final
 
 import numpy as np
+from typing_extensions import Self
+
+__all__ = ["Engine", "__version__", "available_isas", "default_num_threads"]
 
 __version__: str
 
+@final
 class Engine:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model_path: str,
         *,
         batch_size: Optional[int] = None,
@@ -17,7 +21,7 @@ class Engine:
         dense_backend: str = "auto",
         isa: Optional[str] = None,
         fuse: bool = True,
-    ) -> None: ...
+    ) -> Self: ...
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
     def input_index(self, name: str) -> int: ...
     def sparsity_report(self) -> list[dict[str, Any]]: ...

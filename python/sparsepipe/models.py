@@ -37,36 +37,35 @@ class ModelInfo:
         return f"zoo:{self.name}"
 
 
+#: the embedded models, in listing order; each one's ``zoo.json`` says which task it serves,
+#: what it is and its license
 _ZOO = (
-    (
-        "sentiment-minilm-sparse80",
-        "text-classification",
-        "MiniLM-L6 movie-review sentiment (negative/positive), 80% unstructured sparse",
-        "Apache-2.0",
-    ),
-    (
-        "pii-ner-minilm",
-        "token-classification",
-        "Rampart PII tagger (MiniLM-L6, 17 personal-data entity types, BIO)",
-        "CC-BY-4.0",
-    ),
-    (
-        "efficientnet-lite0-imagenet",
-        "image-classification",
-        "EfficientNet-Lite0 ImageNet-1k classifier (1000 classes, 224x224)",
-        "Apache-2.0",
-    ),
-    (
-        "yolov3-tiny-coco",
-        "object-detection",
-        "darknet YOLOv3-tiny COCO detector (80 classes, 416x416, YOLOv5-style output)",
-        "public-domain",
-    ),
+    "sentiment-minilm-sparse80",
+    "pii-ner-minilm",
+    "efficientnet-lite0-imagenet",
+    "yolov3-tiny-coco",
 )
 
 
 def _zoo_models() -> list[ModelInfo]:
-    return [ModelInfo(n, t, d, lic, ZOO_DIR / n) for n, t, d, lic in _ZOO]
+    out = []
+    for name in _ZOO:
+        directory = ZOO_DIR / name
+        try:
+            meta = json.loads((directory / "zoo.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}  # a damaged install: `get` names the model and the fix
+        missing = "(missing from this installation)"
+        out.append(
+            ModelInfo(
+                name,
+                meta.get("task", missing),
+                meta.get("description", missing),
+                meta.get("license", missing),
+                directory,
+            )
+        )
+    return out
 
 
 def list() -> list[ModelInfo]:
