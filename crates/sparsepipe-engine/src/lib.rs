@@ -15,6 +15,7 @@ mod norm_op;
 mod normalize;
 pub mod op;
 pub mod passes;
+mod plan;
 mod pool_op;
 pub mod report;
 mod softmax_op;

@@ -59,18 +59,6 @@ impl DenseMatrix {
         DenseMatrix { k, n, panel, panels, epi, bias }
     }
 
-    /// Packs a row-major `[K, N]` weight.
-    pub fn from_kn(w: &[f32], k: usize, n: usize, epi: Epilogue) -> DenseMatrix {
-        assert_eq!(w.len(), k * n, "weight length is not K*N");
-        Self::from_fn(k, n, |r, c| w[r * n + c], epi)
-    }
-
-    /// Packs a row-major `[N, K]` weight.
-    pub fn from_nk(w: &[f32], n: usize, k: usize, epi: Epilogue) -> DenseMatrix {
-        assert_eq!(w.len(), k * n, "weight length is not K*N");
-        Self::from_fn(k, n, |r, c| w[c * k + r], epi)
-    }
-
     /// The weights of `parts` side by side (`[K, N1 + N2 + ...]`) as one matrix, or `None`
     /// unless they share `K` and everything but the bias in their epilogue.
     pub fn concat_n(parts: &[&DenseMatrix]) -> Option<DenseMatrix> {

@@ -94,18 +94,6 @@ impl SparseMatrix {
         SparseMatrix { k, n, kblock, nkb, ptr, rows, vals, work, epi, bias }
     }
 
-    /// Packs a row-major `[K, N]` weight.
-    pub fn from_kn(w: &[f32], k: usize, n: usize, epi: Epilogue) -> SparseMatrix {
-        assert_eq!(w.len(), k * n, "weight length is not K*N");
-        Self::from_fn(k, n, |r, c| w[r * n + c], epi)
-    }
-
-    /// Packs a row-major `[N, K]` weight (the transposed storage of Gemm/Conv weights).
-    pub fn from_nk(w: &[f32], n: usize, k: usize, epi: Epilogue) -> SparseMatrix {
-        assert_eq!(w.len(), k * n, "weight length is not K*N");
-        Self::from_fn(k, n, |r, c| w[c * k + r], epi)
-    }
-
     /// The weights of `parts` side by side (`[K, N1 + N2 + ...]`) as one matrix computing the same
     /// sums in the same order, or `None` unless they share `K`, block size and everything but
     /// the bias in their epilogue.
