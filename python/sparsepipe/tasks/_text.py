@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
 
@@ -70,6 +70,9 @@ class TextPipeline(Pipeline):
     at the model's maximum (at most 512 tokens); an int fixes the padded length; a list gives
     buckets (the smallest that fits is used; longer texts are cut at the largest).
     """
+
+    #: the input field the generated example sentences go in (`example_inputs`)
+    example_field: ClassVar[str] = "sequences"
 
     def __init__(
         self, *, sequence_length: Optional[Union[int, Sequence[int]]] = None, **kwargs: Any
@@ -179,9 +182,13 @@ class TextPipeline(Pipeline):
 
     # ---- tokenization -----------------------------------------------------------------------
 
-    def example_sentences(self, batch_size: int, tokens: int) -> list[str]:
-        """``batch_size`` generated sentences of about ``tokens`` tokens by this tokenizer."""
-        return _examples.sentences(batch_size, tokens, lambda s: len(self.tokenizer.encode(s).ids))
+    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
+        """Generated sentences of about ``tokens`` tokens (32 by default) by this tokenizer, in
+        the task's ``example_field``."""
+        tokens = tokens or 32
+        texts = _examples.sentences(batch_size, tokens, lambda s: len(self.tokenizer.encode(s).ids))
+        described = f"{batch_size} synthetic sentence(s) of about {tokens} tokens"
+        return {self.example_field: texts}, described
 
     def truncating_tokenizer(self, max_length: int, stride: int = 0) -> Any:
         """A private copy of the tokenizer that truncates at ``max_length`` with ``stride``."""

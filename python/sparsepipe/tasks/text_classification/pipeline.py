@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -49,12 +49,6 @@ class TextClassificationPipeline(TextPipeline):
                 f"[batch, num_labels]; its first output {self.engine.output_names[0]!r} has "
                 f"shape {shape}"
             )
-
-    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
-        """Generated sentences, 32 tokens by default."""
-        tokens = tokens or 32
-        texts = self.example_sentences(batch_size, tokens)
-        return {"sequences": texts}, f"{batch_size} synthetic sentence(s) of about {tokens} tokens"
 
     def process_inputs(self, inputs: TextClassificationInput) -> Any:
         """Tokenized rows, one per sequence (pairs encoded as text pairs)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class TokenClassificationPipeline(TextPipeline):
     output_schema = TokenClassificationOutput
     options_schema = TokenClassificationOptions
     batch_fields = BatchFields(("inputs",), ("predictions",))
+    example_field = "inputs"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -58,12 +59,6 @@ class TokenClassificationPipeline(TextPipeline):
                 f"({room}), got {stride}"
             )
         return stride
-
-    def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
-        """Generated sentences, 32 tokens by default."""
-        tokens = tokens or 32
-        texts = self.example_sentences(batch_size, tokens)
-        return {"inputs": texts}, f"{batch_size} synthetic sentence(s) of about {tokens} tokens"
 
     def process_inputs(self, inputs: TokenClassificationInput) -> Any:
         """All windows of all texts as rows; the context maps rows back to their texts."""
