@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,6 @@ import numpy as np
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
 
 REL_TOL = 1e-4
 
@@ -135,3 +132,19 @@ def shared_dir() -> Path:
     if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         pytest.fail(reason + "; CI is set, so this is an error", pytrace=False)
     pytest.skip(reason)
+
+
+_SERVER_DIRS = ("server", "deploy")
+#: modules whose tests start subprocesses or time real workloads
+_SLOW_MODULES = ("test_cli_benchmark.py", "test_cli_sparsify.py", "test_sagemaker.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks ``server`` the tests under tests/server and tests/deploy, and ``slow`` those that
+    run the real models of ../shared or start subprocesses (``-m "not slow"`` skips them)."""
+    for item in items:
+        path = item.path.relative_to(TESTS_DIR)
+        if path.parts[0] in _SERVER_DIRS:
+            item.add_marker(pytest.mark.server)
+        if "shared_dir" in getattr(item, "fixturenames", ()) or path.name in _SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

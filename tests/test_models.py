@@ -45,7 +45,7 @@ def test_zoo_lists_the_embedded_defaults():
 
 
 def test_each_task_default_is_an_embedded_model_of_that_task():
-    from sparsepipe.pipeline import _lookup
+    from sparsepipe.registry import lookup
 
     by_uri = {m.uri: m for m in models.list()}
     for task in (
@@ -54,7 +54,7 @@ def test_each_task_default_is_an_embedded_model_of_that_task():
         "image-classification",
         "object-detection",
     ):
-        default = _lookup(task).default_model_path
+        default = lookup(task).default_model_path
         assert default in by_uri, task
         assert by_uri[default].task == task
 

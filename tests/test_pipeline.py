@@ -428,3 +428,54 @@ def test_timings_are_per_thread():
     t.start()
     t.join()
     assert pipe.timings is mine
+
+
+def test_text_padding_counts_as_pre_processing_not_engine_time():
+    import time
+
+    pipe = Pipeline.create("sentiment-analysis")
+    build = pipe._arrays
+    inside: list[float] = []
+
+    def slow_padding(batch):
+        time.sleep(0.2)
+        return build(batch)
+
+    class TimedEngine:
+        def __init__(self, engine):
+            self.engine = engine
+            self.input_names = engine.input_names
+
+        def run(self, arrays):
+            t = time.perf_counter()
+            out = self.engine.run(arrays)
+            inside.append(time.perf_counter() - t)
+            return out
+
+    pipe._arrays = slow_padding
+    pipe.engine = TimedEngine(pipe.engine)
+    pipe(["fine", "not fine at all"])
+    t = pipe.timings
+    assert t.pre >= 0.2
+    assert sum(inside) <= t.engine < sum(inside) + 0.01  # the padding's sleep is not in it
+    assert t.total >= t.pre + t.engine + t.post - 1e-6
+
+
+def test_process_inputs_may_return_engine_inputs(mlp, ort_run):
+    from sparsepipe.pipeline import EngineInputs
+
+    path, x = mlp
+
+    @Pipeline.register("typed-return")
+    class Typed(Pipeline):
+        input_schema = ScaleInput
+        output_schema = ScaleOutput
+
+        def process_inputs(self, inputs):
+            return EngineInputs([np.asarray(inputs.values, np.float32)], {"scale": inputs.scale})
+
+        def process_engine_outputs(self, engine_outputs, scale):
+            return {"scores": (engine_outputs[0] * scale).tolist()}
+
+    out = Pipeline.create("typed-return", path)(values=x.tolist(), scale=2.0)
+    np.testing.assert_allclose(out.scores, ort_run(path, {"x": x})[0] * 2.0, rtol=1e-4, atol=1e-5)

@@ -392,7 +392,7 @@ def test_external_data_models(model_zoo, ort_run, tmp_path):
 def test_models_beyond_the_protobuf_limit_get_external_data(
     model_zoo, ort_run, tmp_path, monkeypatch
 ):
-    import sparsepipe.sparsify as sp
+    import sparsepipe.sparsify.files as sp
 
     path, model = model_zoo.get("mlp", 0.0)
     monkeypatch.setattr(sp, "_PROTOBUF_LIMIT", 1000)
@@ -522,3 +522,21 @@ def test_real_model_per_layer_leaves_sparse_layers(shared_dir, tmp_path):
     assert all(r.sparsity_after == r.sparsity_before for r in results if r not in dense)
     assert results[0].display_name == "/m/bert/encoder/layer.0/attention/self/query/MatMul"
     assert _sha256(src) == digest
+
+
+def test_public_names():
+    import sparsepipe.sparsify as sp
+
+    for name in (
+        "DEPLOYMENT_FILES",
+        "LayerResult",
+        "WeightInfo",
+        "copy_deployment_files",
+        "evaluate_accuracy",
+        "label_accuracy",
+        "load_examples",
+        "prunable_weights",
+        "sparsify",
+        "sparsify_file",
+    ):
+        assert name in sp.__all__ and getattr(sp, name).__doc__, name

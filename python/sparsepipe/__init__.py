@@ -1,6 +1,9 @@
-"""sparsepipe: fast CPU inference for ONNX models, much faster when their weights are pruned."""
+"""sparsepipe: fast CPU inference for ONNX models, much faster when their weights are pruned.
 
-from . import errors, models
+Importing it registers the built-in tasks (`sparsepipe.tasks`) with `Pipeline`.
+"""
+
+from . import errors, models, registry, tasks
 from ._engine import __version__, available_isas, default_num_threads
 from .annotate import annotate
 from .engine import Engine
@@ -23,4 +26,6 @@ __all__ = [
     "default_num_threads",
     "errors",
     "models",
+    "registry",
+    "tasks",
 ]

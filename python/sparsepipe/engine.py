@@ -4,60 +4,101 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 import numpy as np
 
-from . import _engine
+from . import _engine, models
 from .errors import ConfigError, InputError
 
-__all__ = ["Engine", "OnnxRuntimeEngine", "create_engine"]
+__all__ = [
+    "ENGINE_TYPES",
+    "Engine",
+    "InferenceEngine",
+    "OnnxRuntimeEngine",
+    "check_engine_options",
+    "check_engine_type",
+    "create_engine",
+]
 
 
-def _positive_int(option: str, value: Any) -> Optional[int]:
-    """`value` as an int >= 1, or None; ConfigError/TypeError naming `option` otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{option} must be an int or None, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ConfigError(f"{option} must be at least 1 (or None), got {value}")
-    return int(value)
-
-
-def _threshold(value: Any) -> float:
-    """The sparsity threshold as a float in [0, inf); ConfigError/TypeError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(
-            f"sparsity_threshold must be a number between 0 and 1, got {type(value).__name__} "
-            f"{value!r}"
-        )
-    value = float(value)
-    if not value >= 0.0:
-        raise ConfigError(
-            "sparsity_threshold must be between 0 and 1 (above 1 disables the sparse kernels), "
-            f"got {'NaN' if value != value else value}"
-        )
-    return value
-
-
-def _choice(option: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """`value` if it is one of `allowed`; ConfigError/TypeError naming `option` otherwise."""
-    if not isinstance(value, str):
-        raise TypeError(f"{option} must be a str, one of {allowed}, got {type(value).__name__}")
-    if value not in allowed:
-        raise ConfigError(f"{option} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
-def _flag(option: str, value: Any) -> bool:
-    """`value` if it is a bool; TypeError naming `option` otherwise."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{option} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
+def check_engine_options(
+    batch_size: Any = None, num_threads: Any = None
+) -> tuple[Optional[int], Optional[int]]:
+    """``(batch_size, num_threads)`` as ints (or None) after the engine's own checks; ConfigError
+    naming the option for a bad value or a wrong type (e.g. ``batch_size=0``, ``"4"``, ``True``).
+    """
+    try:
+        _engine.check_options(batch_size=batch_size, num_threads=num_threads)
+    except TypeError as e:
+        raise ConfigError(str(e)) from e
+    return (
+        None if batch_size is None else int(batch_size),
+        None if num_threads is None else int(num_threads),
+    )
 
 
 PathLike = Union[str, "os.PathLike[str]"]
+Inputs = Union[Sequence[Any], Mapping[str, Any]]
+
+
+@runtime_checkable
+class InferenceEngine(Protocol):
+    """What pipelines, the CLI and the server use of an engine: `Engine` and `OnnxRuntimeEngine`
+    both implement all of it, so no caller needs to ask which one it holds."""
+
+    def __call__(self, inputs: Inputs) -> list[np.ndarray]:
+        """Same as `run`."""
+
+    def run(self, inputs: Inputs) -> list[np.ndarray]:
+        """The outputs, in output order, for inputs in input order or by input name."""
+
+    def profile(self, inputs: Inputs, iterations: int = 10) -> list[dict[str, Any]]:
+        """Mean seconds per node: dicts with ``name``, ``op``, ``seconds``, ``output_elements``."""
+
+    def sparsity_report(self) -> list[dict[str, Any]]:
+        """One dict per constant-weight matmul or convolution; ConfigError where the engine does
+        not choose kernels by sparsity."""
+
+    @property
+    def input_names(self) -> list[str]:
+        """Input names, in input order."""
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names, in output order."""
+
+    @property
+    def input_shapes(self) -> list[list[Union[int, str]]]:
+        """Declared input shapes; symbolic dimensions are strings."""
+
+    @property
+    def output_shapes(self) -> list[list[Union[int, str]]]:
+        """Declared output shapes; symbolic dimensions are strings."""
+
+    @property
+    def input_dtypes(self) -> list[Optional[str]]:
+        """Input element types as numpy names."""
+
+    @property
+    def output_dtypes(self) -> list[Optional[str]]:
+        """Output element types as numpy names."""
+
+    @property
+    def batch_size(self) -> Optional[int]:
+        """The fixed batch size, or None when any batch is accepted."""
+
+    @property
+    def num_threads(self) -> int:
+        """Threads the engine runs on."""
+
+    @property
+    def model_path(self) -> str:
+        """Path of the ONNX file loaded."""
+
+    @property
+    def isa(self) -> Optional[str]:
+        """Instruction set of sparsepipe's kernels in use, or None for an engine with its own."""
 
 
 class Engine:
@@ -68,7 +109,8 @@ class Engine:
     ``$SPARSEPIPE_NUM_THREADS``, else all cores). The GIL is released while the model runs.
 
     Args:
-        model_path: an ``.onnx`` file, or a directory containing ``model.onnx``.
+        model_path: an ``.onnx`` file, or a directory containing ``model.onnx`` (found as
+            `sparsepipe.models` finds a pipeline's model).
         batch_size: ``None`` accepts any batch size; an int requires exactly that batch and plans
             for it (concrete shapes select faster convolution kernels).
         num_threads: threads to use; ``None`` uses all cores (or ``$SPARSEPIPE_NUM_THREADS``).
@@ -99,13 +141,13 @@ class Engine:
                 f"model_path must be a str or os.PathLike, got {type(model_path).__name__}"
             )
         self._engine = _engine.Engine(
-            os.fspath(model_path),
-            batch_size=_positive_int("batch_size", batch_size),
-            num_threads=_positive_int("num_threads", num_threads),
-            sparsity_threshold=_threshold(sparsity_threshold),
-            dense_backend=_choice("dense_backend", dense_backend, ("auto", "tract", "sparsepipe")),
-            isa=None if isa is None else _choice("isa", isa, ("avx512", "avx2", "portable")),
-            fuse=_flag("fuse", fuse),
+            models.onnx_file(model_path),
+            batch_size=batch_size,
+            num_threads=num_threads,
+            sparsity_threshold=sparsity_threshold,
+            dense_backend=dense_backend,
+            isa=isa,
+            fuse=fuse,
         )
         self._dtypes = [np.dtype(d) if d else None for d in self._engine.input_dtypes]
 
@@ -119,31 +161,22 @@ class Engine:
 
     def run(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
         """Same as calling the engine."""
-        names = self._engine.input_names
+        return self._engine.run(self._converted(inputs))
+
+    def _converted(self, inputs: Any) -> Any:
+        """``inputs`` with lists and scalars made arrays of the model's dtypes: a dict stays a
+        dict, one array or a sequence becomes a list; anything else is left for the engine to
+        refuse (it checks names, count, dtypes and shapes)."""
         if isinstance(inputs, Mapping):
-            unknown = [k for k in inputs if k not in names]
-            if unknown:
-                raise InputError(
-                    f"the model has no input named {unknown[0]!r}; its inputs are "
-                    + ", ".join(repr(n) for n in names)
-                )
-            missing = [n for n in names if n not in inputs]
-            if missing:
-                raise InputError(
-                    f"input {missing[0]!r} is missing; the model takes "
-                    + ", ".join(repr(n) for n in names)
-                )
-            ordered = [inputs[n] for n in names]
-        elif isinstance(inputs, np.ndarray):
-            ordered = [inputs]
-        elif isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes)):
-            ordered = list(inputs)
-        else:
-            raise InputError(
-                "inputs must be a list of arrays in input order or a dict by input name "
-                f"({', '.join(repr(n) for n in names)}), got {type(inputs).__name__}"
-            )
-        return self._engine.run([self._as_array(i, x) for i, x in enumerate(ordered)])
+            names = self._engine.input_names
+            return {
+                k: self._as_array(names.index(k), x) if k in names else x for k, x in inputs.items()
+            }
+        if isinstance(inputs, np.ndarray):
+            return [inputs]
+        if isinstance(inputs, Sequence) and not isinstance(inputs, (str, bytes)):
+            return [self._as_array(i, x) for i, x in enumerate(inputs)]
+        return inputs
 
     def _as_array(self, i: int, x: Any) -> Any:
         if isinstance(x, np.ndarray) or i >= len(self._dtypes) or self._dtypes[i] is None:
@@ -220,16 +253,7 @@ class Engine:
     ) -> list[dict[str, Any]]:
         """Mean seconds per plan node over ``iterations`` runs on ``inputs``: one dict per node
         with ``name``, ``op``, ``seconds`` and ``output_elements``, in plan order."""
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise ConfigError(f"iterations must be a positive int, got {iterations!r}")
-        names = self._engine.input_names
-        if isinstance(inputs, Mapping):
-            missing = [n for n in names if n not in inputs]
-            if missing:
-                raise InputError(f"input {missing[0]!r} is missing; the model takes {names}")
-            inputs = [inputs[n] for n in names]
-        arrays = [self._as_array(i, x) for i, x in enumerate(inputs)]
-        return self._engine.profile(arrays, iterations)
+        return self._engine.profile(self._converted(inputs), iterations)
 
     def sparsity_report(self) -> list[dict[str, Any]]:
         """One dict per constant-weight matmul or groups-1 convolution (``pattern`` ``"conv KxK
@@ -326,24 +350,27 @@ class OnnxRuntimeEngine:
             ) from e
         from .errors import ModelLoadError
 
-        self._batch_size = _positive_int("batch_size", batch_size)
-        threads = _positive_int("num_threads", num_threads)
-        options = ort.SessionOptions()
-        if threads is None:
-            threads = _engine.default_num_threads()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._num_threads = threads
+        _engine.check_options(batch_size=batch_size, num_threads=num_threads)
+        self._batch_size = None if batch_size is None else int(batch_size)
+        threads = None if num_threads is None else int(num_threads)
+        self._num_threads = _engine.default_num_threads() if threads is None else threads
         self._path = os.fspath(model_path)
         try:
-            self._session = ort.InferenceSession(
-                self._path, options, providers=["CPUExecutionProvider"]
-            )
+            self._session = self._new_session(ort)
         except Exception as e:
             raise ModelLoadError(f"onnxruntime cannot load {self._path}: {e}") from e
         self._inputs = self._session.get_inputs()
         self._outputs = self._session.get_outputs()
         self._dtypes = [np.dtype(_ORT_DTYPES.get(i.type, "float32")) for i in self._inputs]
+
+    def _new_session(self, ort: Any, profile_prefix: Optional[str] = None) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._num_threads
+        options.inter_op_num_threads = 1
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return ort.InferenceSession(self._path, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
         """Runs the model; ``inputs`` is a list in input order or a dict by input name."""
@@ -351,6 +378,13 @@ class OnnxRuntimeEngine:
 
     def run(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> list[np.ndarray]:
         """Same as calling the engine."""
+        feed = self._feed(inputs)
+        try:
+            return list(self._session.run(None, feed))
+        except Exception as e:
+            raise InputError(f"onnxruntime rejected the inputs: {e}") from e
+
+    def _feed(self, inputs: Union[Sequence[Any], Mapping[str, Any]]) -> dict[str, np.ndarray]:
         names = self.input_names
         if isinstance(inputs, Mapping):
             unknown = [k for k in inputs if k not in names]
@@ -377,10 +411,52 @@ class OnnxRuntimeEngine:
                     f"input {name!r} has batch {arr.shape[0]}, the engine takes {self._batch_size}"
                 )
             feed[name] = arr
-        try:
-            return list(self._session.run(None, feed))
-        except Exception as e:
-            raise InputError(f"onnxruntime rejected the inputs: {e}") from e
+        return feed
+
+    def profile(
+        self, inputs: Union[Sequence[Any], Mapping[str, Any]], iterations: int = 10
+    ) -> list[dict[str, Any]]:
+        """Mean seconds per node over ``iterations`` runs on ``inputs``, from onnxruntime's own
+        profiler: one dict per node with ``name``, ``op``, ``seconds`` and ``output_elements``,
+        in the order the nodes first ran (nodes onnxruntime fused carry its names)."""
+        import json
+        import tempfile
+
+        import onnxruntime as ort
+
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ConfigError(f"iterations must be a positive int, got {iterations!r}")
+        feed = self._feed(inputs)
+        with tempfile.TemporaryDirectory(prefix="sparsepipe-ort-profile-") as tmp:
+            session = self._new_session(ort, os.path.join(tmp, "profile"))
+            for _ in range(iterations):
+                session.run(None, feed)
+            with open(session.end_profiling(), encoding="utf-8") as f:
+                events = json.load(f)
+        nodes: dict[str, dict[str, Any]] = {}
+        for event in events:
+            name = event.get("name", "")
+            if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+                continue
+            name = name[: -len("_kernel_time")]
+            args = event.get("args", {})
+            entry = nodes.setdefault(
+                name,
+                {"name": name, "op": args.get("op_name", ""), "seconds": 0.0, "output_elements": 0},
+            )
+            entry["seconds"] += float(event.get("dur", 0)) * 1e-6 / iterations
+            shapes = args.get("output_type_shape") or [{}]
+            dims = next(iter(shapes[0].values()), [])
+            entry["output_elements"] = int(np.prod(dims)) if dims else 0
+        return list(nodes.values())
+
+    def sparsity_report(self) -> list[dict[str, Any]]:
+        """Never: onnxruntime runs every weight dense; ConfigError saying to use sparsepipe's
+        engine, whose `Engine.sparsity_report` says which weights run on the sparse kernels."""
+        raise ConfigError(
+            "sparsity_report describes sparsepipe's engine; onnxruntime runs every weight dense "
+            "(use engine_type='sparsepipe')"
+        )
 
     @property
     def input_names(self) -> list[str]:
@@ -408,6 +484,16 @@ class OnnxRuntimeEngine:
         return [d.name for d in self._dtypes]
 
     @property
+    def output_dtypes(self) -> list[Optional[str]]:
+        """Output element types as numpy names (None for a type numpy has no name for)."""
+        return [_ORT_DTYPES.get(o.type) for o in self._outputs]
+
+    @property
+    def isa(self) -> Optional[str]:
+        """None: onnxruntime picks its own kernels."""
+        return None
+
+    @property
     def batch_size(self) -> Optional[int]:
         """The fixed batch size, or ``None`` when any batch is accepted."""
         return self._batch_size
@@ -429,15 +515,28 @@ class OnnxRuntimeEngine:
 ENGINE_TYPES = ("sparsepipe", "onnxruntime")
 
 
+def check_engine_type(engine_type: Any) -> str:
+    """``engine_type`` if it names an engine (`ENGINE_TYPES`); TypeError for a non-string,
+    ConfigError listing the engines otherwise."""
+    if not isinstance(engine_type, str):
+        raise TypeError(
+            f"engine_type must be a str, one of {ENGINE_TYPES}, got {type(engine_type).__name__}"
+        )
+    if engine_type not in ENGINE_TYPES:
+        raise ConfigError(
+            f"engine_type must be one of {', '.join(map(repr, ENGINE_TYPES))}, got {engine_type!r}"
+        )
+    return engine_type
+
+
 def create_engine(
     engine_type: str,
     model_path: PathLike,
     *,
     batch_size: Optional[int] = None,
     num_threads: Optional[int] = None,
-) -> Union[Engine, OnnxRuntimeEngine]:
+) -> InferenceEngine:
     """An engine of ``engine_type`` (``"sparsepipe"`` or ``"onnxruntime"``) for ``model_path``."""
-    kind = _choice("engine_type", engine_type, ENGINE_TYPES)
-    if kind == "onnxruntime":
+    if check_engine_type(engine_type) == "onnxruntime":
         return OnnxRuntimeEngine(model_path, batch_size=batch_size, num_threads=num_threads)
     return Engine(model_path, batch_size=batch_size, num_threads=num_threads)

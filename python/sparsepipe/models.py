@@ -198,3 +198,13 @@ def resolve(model_path: PathLike) -> ResolvedModel:
             raise ModelLoadError(f"{raw} is not an .onnx file. {_usage()}")
         return ResolvedModel(raw, path, path.parent)
     raise ModelLoadError(f"{raw} does not exist. {_usage()}")
+
+
+def onnx_file(model_path: PathLike) -> str:
+    """``model_path`` as given when it is not a directory; else the ONNX file in it, found as
+    `resolve` finds it (``model.onnx``, ``onnx/model.onnx`` or the only ``.onnx``), ModelLoadError
+    if there is none."""
+    raw = os.fspath(model_path)
+    if not os.path.isdir(raw):
+        return raw
+    return os.fspath(_onnx_in(Path(raw), raw))

@@ -1,41 +1,44 @@
-"""`Pipeline`: the task registry and the base class every task (built-in or custom) derives from.
+"""`Pipeline`: the base class every task (built-in or custom) derives from.
 
 A pipeline turns a task's typed input (a pydantic model) into engine arrays (`process_inputs`),
 runs the engine in `batch_size` chunks (`engine_forward`) and turns the outputs back into the
 task's typed output (`process_engine_outputs`). The shape of this API follows DeepSparse's
-Pipelines, so a custom DeepSparse pipeline ports by changing its import.
+Pipelines, so a custom DeepSparse pipeline ports by changing its import. The task names live in
+`sparsepipe.registry`, config files in `sparsepipe.config`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import json
 import os
-import re
 import threading
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
-from . import models
-from .engine import ENGINE_TYPES, create_engine
+from . import models, registry
+from .config import PipelineConfig, load_pipeline_config
+from .engine import check_engine_options, check_engine_type, create_engine
 from .errors import ConfigError, InputError
+from .registry import normalize_task, registered_tasks
 
 __all__ = [
+    "Batch",
     "BatchFields",
+    "EngineInputs",
     "Pipeline",
     "PipelineConfig",
     "StageTimings",
     "normalize_task",
+    "plan_batches",
     "registered_tasks",
+    "split_processed",
 ]
 
 
@@ -52,52 +55,6 @@ class BatchFields:
     unwrap_single: bool = False
 
 
-def normalize_task(task: str) -> str:
-    """The canonical spelling of a task name: lower case, words joined by ``-``."""
-    if not isinstance(task, str):
-        raise ConfigError(f"task must be a string, got {type(task).__name__}")
-    return re.sub(r"[\s_\-]+", "-", task.strip().lower())
-
-
-@dataclass
-class _Registration:
-    cls: type
-    task: str
-    aliases: tuple[str, ...]
-    default_model_path: Optional[str]
-
-
-_REGISTRY: dict[str, _Registration] = {}
-_REGISTRY_LOCK = threading.Lock()
-
-
-def _ensure_builtin_tasks() -> None:
-    from . import tasks  # noqa: F401 - importing registers the built-in tasks
-
-
-def registered_tasks() -> dict[str, list[str]]:
-    """Every registered task with its aliases, e.g. ``{"question-answering": ["qa"], ...}``."""
-    _ensure_builtin_tasks()
-    out: dict[str, list[str]] = {}
-    for name, reg in _REGISTRY.items():
-        if name == reg.task:
-            out[name] = list(reg.aliases)
-    return dict(sorted(out.items()))
-
-
-def _lookup(task: str) -> _Registration:
-    _ensure_builtin_tasks()
-    key = normalize_task(task)
-    reg = _REGISTRY.get(key)
-    if reg is None:
-        listing = "; ".join(
-            name + (f" (aliases: {', '.join(a)})" if a else "")
-            for name, a in registered_tasks().items()
-        )
-        raise ConfigError(f"unknown task {task!r}; registered tasks: {listing}")
-    return reg
-
-
 @dataclass(frozen=True)
 class StageTimings:
     """Seconds spent in each stage of one pipeline call."""
@@ -112,38 +69,79 @@ class StageTimings:
         return {"pre": self.pre, "engine": self.engine, "post": self.post, "total": self.total}
 
 
-class PipelineConfig(BaseModel):
-    """Everything `Pipeline.create` takes, as a validated, serialisable object."""
+@dataclass(frozen=True)
+class EngineInputs:
+    """What a built-in task's `process_inputs` returns: the engine's input (arrays in input
+    order, or rows that the task's `engine_forward` batches) and the keyword arguments its
+    `process_engine_outputs` takes."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    task: str
-    model_path: Optional[str] = None
-    engine_type: str = "sparsepipe"
-    batch_size: Optional[int] = Field(default=1, ge=1)
-    num_threads: Optional[int] = Field(default=None, ge=1)
-    sequence_length: Optional[Union[int, list[int]]] = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("engine_type")
-    @classmethod
-    def _engine_type(cls, v: str) -> str:
-        if v not in ENGINE_TYPES:
-            raise ValueError(f"must be one of {', '.join(ENGINE_TYPES)}")
-        return v
+    inputs: Any
+    context: dict[str, Any] = field(default_factory=dict)
 
 
-_CALL_OPTIONS: contextvars.ContextVar[Optional[dict[int, BaseModel]]] = contextvars.ContextVar(
-    "sparsepipe_call_options", default=None
-)
+def split_processed(processed: Any) -> tuple[Any, dict[str, Any]]:
+    """The engine input and the context of a `process_inputs` return value.
+
+    This is the one place that reads it: an `EngineInputs`; DeepSparse's convention, a
+    ``(engine_inputs, context_dict)`` tuple (custom pipelines written for DeepSparse return it);
+    or the engine input alone (context empty).
+    """
+    if isinstance(processed, EngineInputs):
+        return processed.inputs, dict(processed.context)
+    if isinstance(processed, tuple) and len(processed) == 2 and isinstance(processed[1], dict):
+        return processed[0], processed[1]
+    return processed, {}
 
 
-def _positive_or_none(name: str, value: Any) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive int or None, got {value!r}")
-    return int(value)
+@dataclass(frozen=True)
+class Batch:
+    """One engine call of a batched run: the items it holds, in order (the last repeated
+    ``padding`` times to fill a fixed batch), of which the first ``real`` are wanted."""
+
+    items: list[int]
+    real: int
+
+    @property
+    def padding(self) -> int:
+        """How many copies of the last item fill the batch."""
+        return len(self.items) - self.real
+
+
+def plan_batches(
+    n: int, step: Optional[int], *, pad: bool, order: Optional[Sequence[int]] = None
+) -> list[Batch]:
+    """Items ``0..n-1`` in ``order`` (default: as given) split into batches of ``step`` (all in
+    one when None); with ``pad`` the last batch is filled up to ``step`` with its last item."""
+    items = list(range(n)) if order is None else list(order)
+    if not step or step >= n:
+        step = step if pad and step else max(n, 1)
+    out = []
+    for start in range(0, n, step):
+        part = items[start : start + step]
+        real = len(part)
+        if pad and real < step:
+            part = part + [part[-1]] * (step - real)
+        out.append(Batch(part, real))
+    return out
+
+
+class _Call:
+    """The state of one pipeline call on one thread: its option overrides and engine time."""
+
+    __slots__ = ("engine_runs", "engine_seconds", "options")
+
+    def __init__(self, options: Optional[BaseModel]) -> None:
+        self.options = options
+        self.engine_seconds = 0.0
+        self.engine_runs = 0
+
+
+class _ThreadState(threading.local):
+    """Per-thread state of a pipeline: the call running on the thread and its last timings."""
+
+    def __init__(self) -> None:
+        self.call: Optional[_Call] = None
+        self.timings: Optional[StageTimings] = None
 
 
 class Pipeline(ABC):
@@ -180,6 +178,9 @@ class Pipeline(ABC):
         num_threads: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
+        self._local = _ThreadState()
+        self._options: Optional[BaseModel] = None
+        self._task_kwargs: dict[str, Any] = {}
         task = type(self).task or type(self).__name__
         schema = type(self).options_schema
         if schema is not None:
@@ -189,7 +190,7 @@ class Pipeline(ABC):
             except ValidationError as e:
                 raise ConfigError(f"invalid option for task {task!r}:\n{e}") from e
         if kwargs:
-            valid = ["model_path", *_init_options(type(self))]
+            valid = ["model_path", *init_options(type(self))]
             if type(self).options_schema is not None:
                 valid += [f for f in type(self).options_schema.model_fields if f not in valid]
             raise ConfigError(
@@ -203,16 +204,10 @@ class Pipeline(ABC):
                 f"task {task!r} has no embedded default model; pass one, e.g. "
                 f"Pipeline.create({task!r}, model_path='path/to/model-dir')"
             )
-        if engine_type not in ENGINE_TYPES:
-            raise ConfigError(
-                f"engine_type must be one of {', '.join(ENGINE_TYPES)}, got {engine_type!r}"
-            )
         self.model_path = model_path
-        self.engine_type = engine_type
-        self.batch_size = _positive_or_none("batch_size", batch_size)
-        self.num_threads = _positive_or_none("num_threads", num_threads)
+        self.engine_type = check_engine_type(engine_type)
+        self.batch_size, self.num_threads = check_engine_options(batch_size, num_threads)
         self._timings: Optional[StageTimings] = None
-        self._local = threading.local()
         self._model: Optional[models.ResolvedModel] = None
         self.onnx_file_path = os.fspath(self.setup_onnx_file_path())
         self._engine_batch = None
@@ -231,7 +226,7 @@ class Pipeline(ABC):
                     f"the model has a fixed batch size of {self._engine_batch}; "
                     f"create the pipeline with batch_size={self._engine_batch}"
                 )
-        self._context_kwargs = _context_parameters(self.process_engine_outputs)
+        self._context_kwargs = context_parameters(self.process_engine_outputs)
 
     # ---- registry -------------------------------------------------------------------------
 
@@ -242,38 +237,14 @@ class Pipeline(ABC):
         default_model_path: Optional[str] = None,
     ) -> Callable[[type], type]:
         """Class decorator registering a `Pipeline` subclass under ``task`` and its aliases."""
-        name = normalize_task(task)
-        if isinstance(task_aliases, str):
-            task_aliases = (task_aliases,)
-        aliases = tuple(normalize_task(a) for a in task_aliases)
 
         def decorator(cls: type) -> type:
             if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
                 raise TypeError(f"Pipeline.register decorates Pipeline subclasses, got {cls!r}")
-            if inspect.isabstract(cls):
-                missing = ", ".join(sorted(cls.__abstractmethods__))
-                raise TypeError(
-                    f"cannot register {cls.__name__} for task {name!r}: it must define {missing}"
-                )
-            cls.task = name
+            reg = registry.add(cls, task, task_aliases, default_model_path)
+            cls.task = reg.task
             if default_model_path is not None:
                 cls.default_model_path = default_model_path
-            reg = _Registration(cls, name, aliases, default_model_path)
-            with _REGISTRY_LOCK:
-                old = _REGISTRY.get(name)
-                if old is not None and old.task == name:
-                    for key in old.aliases:
-                        if _REGISTRY.get(key) is old:
-                            del _REGISTRY[key]
-                for key in (name, *aliases):
-                    taken = _REGISTRY.get(key)
-                    if taken is not None and taken.task != name:
-                        warnings.warn(
-                            f"Pipeline.register: {key!r} now names task {name!r} "
-                            f"({cls.__name__}) instead of {taken.task!r}",
-                            stacklevel=2,
-                        )
-                    _REGISTRY[key] = reg
             return cls
 
         return decorator
@@ -290,7 +261,7 @@ class Pipeline(ABC):
         **task_kwargs: Any,
     ) -> Pipeline:
         """The pipeline registered for ``task`` (name or alias) on ``model_path`` or the default."""
-        reg = _lookup(task)
+        reg = registry.lookup(task)
         kwargs = dict(task_kwargs)
         if sequence_length is not None:
             kwargs["sequence_length"] = sequence_length
@@ -311,36 +282,7 @@ class Pipeline(ABC):
         config: Union[PipelineConfig, Mapping[str, Any], str, os.PathLike[str]],
     ) -> Pipeline:
         """A pipeline from a `PipelineConfig`, a dict, or a ``.yaml``/``.yml``/``.json`` file."""
-        if isinstance(config, (str, os.PathLike)):
-            path = Path(config)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as e:
-                raise ConfigError(f"cannot read pipeline config {path}: {e}") from e
-            try:
-                if path.suffix.lower() in (".yaml", ".yml"):
-                    import yaml
-
-                    data = yaml.safe_load(text)
-                elif path.suffix.lower() == ".json":
-                    data = json.loads(text)
-                else:
-                    raise ConfigError(f"pipeline config {path} must end in .yaml, .yml or .json")
-            except ConfigError:
-                raise
-            except Exception as e:
-                raise ConfigError(f"pipeline config {path} is not valid: {e}") from e
-            config = data
-        if isinstance(config, Mapping):
-            try:
-                config = PipelineConfig.model_validate(dict(config))
-            except ValidationError as e:
-                raise ConfigError(f"invalid pipeline config:\n{e}") from e
-        if not isinstance(config, PipelineConfig):
-            raise ConfigError(
-                "from_config takes a PipelineConfig, a dict or a file path, "
-                f"got {type(config).__name__}"
-            )
+        config = load_pipeline_config(config)
         return Pipeline.create(
             config.task,
             config.model_path,
@@ -353,14 +295,13 @@ class Pipeline(ABC):
 
     def to_config(self) -> PipelineConfig:
         """The `PipelineConfig` that recreates this pipeline with `Pipeline.from_config`."""
-        reg = _REGISTRY.get(type(self).task or "")
-        if reg is None or reg.cls is not type(self):
+        if not registry.registered_as(type(self), type(self).task):
             raise ConfigError(
                 f"{type(self).__name__} is not registered under its own task name, so a config "
                 "could not rebuild it; decorate it with @Pipeline.register(...)"
             )
         kwargs = self._config_kwargs()
-        for key, value in getattr(self, "_task_kwargs", {}).items():
+        for key, value in self._task_kwargs.items():
             kwargs.setdefault(key, value)
         try:
             json.dumps(kwargs)
@@ -379,7 +320,7 @@ class Pipeline(ABC):
 
     def _config_kwargs(self) -> dict[str, Any]:
         """Task options to store in `to_config` (the options model's values by default)."""
-        opts = getattr(self, "options", None)
+        opts = self.options
         return opts.model_dump() if isinstance(opts, BaseModel) else {}
 
     # ---- what subclasses define -------------------------------------------------------------
@@ -417,20 +358,24 @@ class Pipeline(ABC):
 
     @property
     def options(self) -> Optional[BaseModel]:
-        """The task options in effect for the current call (create-time values + overrides)."""
-        current = _CALL_OPTIONS.get()
-        if current is not None and id(self) in current:
-            return current[id(self)]
-        return getattr(self, "_options", None)
+        """The task options in effect for the call running on this thread (create-time values
+        with that call's overrides), or the create-time values outside a call."""
+        call = self._local.call
+        if call is not None and call.options is not None:
+            return call.options
+        return self._options
 
     @property
     def timings(self) -> Optional[StageTimings]:
-        """Seconds per stage (pre, engine, post, total) of this thread's most recent call (or of
-        the most recent call from any thread when this one has made none)."""
-        return getattr(self._local, "timings", None) or self._timings
+        """Seconds per stage of this thread's most recent call (or of the most recent call from
+        any thread when this one has made none): ``pre`` (parsing, `process_inputs`, batching and
+        padding the engine arrays), ``engine`` (inside the engine), ``post``
+        (`process_engine_outputs`) and ``total``."""
+        return self._local.timings or self._timings
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs the pipeline on one input: keyword fields, positional values or a schema object."""
+        """Runs the pipeline on one input: keyword fields, positional values or a schema object;
+        keyword arguments named in ``options_schema`` override the task options for this call."""
         overrides = {}
         schema = self.options_schema
         if schema is not None:
@@ -439,21 +384,13 @@ class Pipeline(ABC):
                     overrides[name] = kwargs.pop(name)
         t0 = time.perf_counter()
         inputs = self.parse_inputs(*args, **kwargs)
-        token = None
+        options = None
         if overrides:
-            merged = {**self._options.model_dump(), **overrides}
-            outer = _CALL_OPTIONS.get() or {}
-            token = _CALL_OPTIONS.set({**outer, id(self): schema.model_validate(merged)})
+            options = schema.model_validate({**self._options.model_dump(), **overrides})
+        call = _Call(options)
+        outer, self._local.call = self._local.call, call
         try:
-            processed = self.process_inputs(inputs)
-            if (
-                isinstance(processed, tuple)
-                and len(processed) == 2
-                and isinstance(processed[1], dict)
-            ):
-                engine_inputs, context = processed
-            else:
-                engine_inputs, context = processed, {}
+            engine_inputs, context = split_processed(self.process_inputs(inputs))
             t1 = time.perf_counter()
             engine_outputs = self.engine_forward(engine_inputs)
             t2 = time.perf_counter()
@@ -464,11 +401,27 @@ class Pipeline(ABC):
             outputs = self._as_output(outputs)
             t3 = time.perf_counter()
         finally:
-            if token is not None:
-                _CALL_OPTIONS.reset(token)
-        self._timings = StageTimings(t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+            self._local.call = outer
+        if call.engine_runs:
+            engine = call.engine_seconds
+            pre = t2 - t0 - engine
+        else:
+            engine, pre = t2 - t1, t1 - t0
+        self._timings = StageTimings(pre, engine, t3 - t2, t3 - t0)
         self._local.timings = self._timings
         return outputs
+
+    def run_engine(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Runs the engine once on ``arrays`` (one chunk); the time counts as the current call's
+        engine stage. `engine_forward` implementations call this for each chunk."""
+        t = time.perf_counter()
+        try:
+            return self.engine.run(arrays)
+        finally:
+            call = self._local.call
+            if call is not None:
+                call.engine_seconds += time.perf_counter() - t
+                call.engine_runs += 1
 
     def example_inputs(
         self, batch_size: int, tokens: Optional[int] = None
@@ -534,7 +487,7 @@ class Pipeline(ABC):
         """
         arrays = [np.asarray(a) for a in engine_inputs]
         if not arrays or arrays[0].ndim == 0:
-            return self.engine.run(arrays)
+            return self.run_engine(arrays)
         n = arrays[0].shape[0]
         if n == 0:
             raise InputError(
@@ -542,25 +495,46 @@ class Pipeline(ABC):
             )
         step = self.batch_size
         if step is None or n == step:
-            return self.engine.run(arrays)
+            return self.run_engine(arrays)
         batched = [a.ndim > 0 and a.shape[0] == n for a in arrays]
         chunks: list[list[np.ndarray]] = []
-        for start in range(0, n, step):
-            part = [a[start : start + step] if b else a for a, b in zip(arrays, batched)]
-            rows = min(step, n - start)
-            if rows < step and self._engine_batch is not None:
+        for chunk in plan_batches(n, step, pad=self._engine_batch is not None):
+            lo, hi = chunk.items[0], chunk.items[chunk.real - 1] + 1
+            part = [a[lo:hi] if b else a for a, b in zip(arrays, batched)]
+            if chunk.padding:
                 part = [
-                    np.concatenate([p, np.repeat(p[-1:], step - rows, axis=0)]) if b else p
+                    np.concatenate([p, np.repeat(p[-1:], chunk.padding, axis=0)]) if b else p
                     for p, b in zip(part, batched)
                 ]
-            out = self.engine.run(part)
-            chunks.append([o[:rows] if o.ndim and o.shape[0] == len(part[0]) else o for o in out])
+            out = self.run_engine(part)
+            rows = len(part[0])
+            chunks.append([o[: chunk.real] if o.ndim and o.shape[0] == rows else o for o in out])
         joined = []
         for i, first in enumerate(chunks[0]):
             per_row = first.ndim and all(c[i].ndim and c[i].shape[0] <= step for c in chunks)
             is_batch = per_row and sum(c[i].shape[0] for c in chunks) == n
             joined.append(np.concatenate([c[i] for c in chunks]) if is_batch else first)
         return joined
+
+    # ---- what a task declares for the command line (a task overrides those it supports) -------
+
+    def annotate(self, image: Any, output: Any = None) -> Any:
+        """A copy of `image` (a PIL image) with this task's result for it drawn on it, for
+        ``sparsepipe annotate``; `output` is the pipeline's result for `image`, computed when not
+        given. A task that cannot draw its results raises ConfigError."""
+        raise ConfigError(
+            f"task {type(self).task or type(self).__name__!r} cannot annotate images (its "
+            "pipeline defines no annotate method); use a task that draws its results"
+        )
+
+    def accuracy(self, texts: Sequence[Any], labels: Sequence[Any]) -> float:
+        """Fraction (0 to 1) of `texts` (strings or text pairs) for which the pipeline predicts
+        the matching entry of `labels` (label names or ids), for ``sparsepipe sparsify --eval``;
+        a task that cannot be scored on labelled texts raises ConfigError."""
+        raise ConfigError(
+            f"task {type(self).task or type(self).__name__!r} cannot be evaluated by --eval (its "
+            "pipeline defines no accuracy method); use a task that predicts one label per text"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -577,7 +551,7 @@ def _takes_var_keyword(fn: Callable[..., Any]) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def _context_parameters(fn: Callable[..., Any]) -> Union[bool, frozenset[str]]:
+def context_parameters(fn: Callable[..., Any]) -> Union[bool, frozenset[str]]:
     """True when ``fn`` takes ``**kwargs`` (all context), else the names it can take by keyword."""
     if _takes_var_keyword(fn):
         return True
@@ -586,7 +560,7 @@ def _context_parameters(fn: Callable[..., Any]) -> Union[bool, frozenset[str]]:
     return frozenset(p.name for p in params if p.kind in kinds)
 
 
-def _init_options(cls: type) -> list[str]:
+def init_options(cls: type) -> list[str]:
     """Keyword options the ``__init__`` methods of ``cls`` and its bases accept by name."""
     names: list[str] = []
     for klass in cls.__mro__:

@@ -50,4 +50,5 @@ def test_annotate_uses_the_embedded_detector_by_default(tmp_path, shared_dir, ca
     src = shared_dir / "samples" / "images" / "coffee.png"
     assert main(["annotate", "--source", str(src), "--save-dir", str(out)]) == 0
     assert [p.name for p in out.iterdir()] == ["coffee.png"]
-    assert PIL.open(out / "coffee.png").size == PIL.open(src).size
+    with PIL.open(out / "coffee.png") as after, PIL.open(src) as before:
+        assert after.size == before.size

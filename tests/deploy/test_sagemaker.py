@@ -132,6 +132,7 @@ def test_container_entrypoint_serves_sagemaker(shared_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        proc.stdout.close()
 
 
 def test_dockerfile_runs_the_entrypoint():

@@ -320,6 +320,7 @@ def test_cli_serve_subprocess(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        proc.stdout.close()
     bad = subprocess.run(
         [sys.executable, "-m", "sparsepipe", "serve", "--task", "translation"],
         capture_output=True,

@@ -138,15 +138,16 @@ def test_batch_fields_naming_a_missing_field_is_a_config_error(model_zoo):
         create_app({"endpoints": [endpoint]})
 
 
-def test_the_server_names_no_task():
+@pytest.mark.parametrize("package", ["sparsepipe.server", "sparsepipe.cli"])
+def test_the_server_and_the_cli_name_no_task(package):
+    import importlib
     import pathlib
 
-    import sparsepipe.server as server_package
     from sparsepipe.pipeline import registered_tasks
 
     names = [n for task, aliases in registered_tasks().items() for n in (task, *aliases)]
-    assert "question-answering" in names
-    for source in pathlib.Path(server_package.__file__).parent.glob("*.py"):
+    assert "question-answering" in names and "yolo" in names
+    for source in pathlib.Path(importlib.import_module(package).__file__).parent.glob("*.py"):
         text = source.read_text()
         for name in names:
             for quoted in (f'"{name}"', f"'{name}'"):

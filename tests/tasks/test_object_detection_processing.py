@@ -600,3 +600,21 @@ def test_annotate_rejects_bad_options_and_images(tmp_path: Path) -> None:
         annotate(_blank(), result, line_width=0)
     with pytest.raises(ConfigError):
         annotate(_blank(), result, font="Arial")
+
+
+def test_the_detector_annotates_its_own_results(shared_dir: Path) -> None:
+    from sparsepipe import Pipeline
+
+    pipe = Pipeline.create("object-detection", shared_dir / "models" / "yolov3-tiny-coco")
+    path = shared_dir / "samples" / "images" / "coffee.png"
+    result = pipe(path)
+    one = {"boxes": result.boxes[0], "scores": result.scores[0], "labels": result.labels[0]}
+    expected = np.asarray(annotate(path, one))
+    assert "cup" in one["labels"]
+    for image in (path, path.read_bytes(), io.BytesIO(path.read_bytes())):
+        np.testing.assert_array_equal(np.asarray(pipe.annotate(image)), expected)
+    np.testing.assert_array_equal(np.asarray(pipe.annotate(path, result)), expected)
+    with pytest.raises(InputError, match="one image"):
+        pipe.annotate([path, path])
+    with pytest.raises(InputError, match="holds 2 images"):
+        pipe.annotate(path, pipe([path, path]))

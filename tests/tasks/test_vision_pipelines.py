@@ -115,7 +115,8 @@ def test_empty_batches(classifier, detector):
 def test_detector_finds_the_cup(detector, images):
     out = detector(images / "coffee.png")
     assert "cup" in out.labels[0]
-    w, h = PIL.open(images / "coffee.png").size
+    with PIL.open(images / "coffee.png") as img:
+        w, h = img.size
     for box in out.boxes[0]:
         assert 0 <= box[0] <= box[2] <= w and 0 <= box[1] <= box[3] <= h
 
@@ -132,7 +133,8 @@ def test_detector_batches_of_mixed_sizes(shared_dir, images, batch_size):
         alone = pipe(f)
         assert alone.labels[0] == labels
         np.testing.assert_allclose(alone.boxes[0], boxes, atol=0.05)
-        w, h = PIL.open(f).size
+        with PIL.open(f) as img:
+            w, h = img.size
         assert all(0 <= b[0] <= b[2] <= w and 0 <= b[1] <= b[3] <= h for b in boxes)
 
 

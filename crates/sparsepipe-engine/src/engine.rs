@@ -7,45 +7,13 @@ use std::sync::Arc;
 use sparsepipe_kernels::Isa;
 use tract_core::internal::*;
 
-use crate::array::{Array, ArrayRef, DType, Data, Dim, TensorInfo};
+use crate::array::{Array, ArrayRef, Data, TensorInfo};
 use crate::checks::{self, IndexBound};
 use crate::error::{chain, no_panic, Error, Result};
-use crate::load::{load_typed, resolve_model_path};
-use crate::passes::weight_matmul::DenseBackend;
-use crate::plan;
+use crate::options::{below_one, EngineOptions};
 use crate::report::LayerReport;
 use crate::threads::{self, SharedPool};
-
-/// Options fixed when a model is loaded.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// `None` accepts any batch size; `Some(b)` requires batch `b` on every call.
-    pub batch_size: Option<usize>,
-    /// `None`: `$SPARSEPIPE_NUM_THREADS`, else every core.
-    pub num_threads: Option<usize>,
-    /// Weights with at least this fraction of zeros run on the sparse kernel (above 1: never).
-    pub sparsity_threshold: f64,
-    /// Who runs weights below the threshold.
-    pub dense_backend: DenseBackend,
-    /// Kernel instruction set; `None` picks the best this CPU has.
-    pub isa: Option<Isa>,
-    /// Replace recognised subgraphs (scaled dot-product attention, layer normalization) by
-    /// fused ops.
-    pub fuse: bool,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            batch_size: None,
-            num_threads: None,
-            sparsity_threshold: 0.5,
-            dense_backend: DenseBackend::Auto,
-            isa: None,
-            fuse: true,
-        }
-    }
-}
+use crate::{load, plan};
 
 /// Time spent in one plan node: its name, operator and mean seconds per run.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,37 +72,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads `path` (an `.onnx` file, or a directory holding `model.onnx`) and plans it.
+    /// Loads the `.onnx` file at `path` and plans it for `options` (validated first).
     pub fn load(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
         no_panic("loading the model", || Self::load_inner(path.as_ref(), options))
     }
 
     fn load_inner(path: &Path, options: EngineOptions) -> Result<Engine> {
-        if options.sparsity_threshold.is_nan() || options.sparsity_threshold < 0.0 {
-            return Err(Error::Config(format!(
-                "sparsity_threshold must be between 0 and 1 (above 1 disables the sparse kernels), got {}",
-                options.sparsity_threshold
-            )));
-        }
-        if options.batch_size == Some(0) {
-            return Err(Error::Config("batch_size must be at least 1, or None for any batch size".into()));
-        }
-        let isa = match options.isa {
-            Some(isa) if !isa.is_supported() => {
-                return Err(Error::Config(format!("this CPU does not support the {isa} kernels")))
-            }
-            Some(isa) => isa,
-            None => Isa::best(),
-        };
-        let num_threads = threads::resolve_num_threads(options.num_threads)?;
-        let pool = threads::shared_pool(num_threads)?;
-        let path = resolve_model_path(path)?;
-        let typed = load_typed(&path)?;
-        let inputs = io_infos(&typed, typed.input_outlets().map_err(load_err(&path))?, true)?;
-        let outputs = io_infos(&typed, typed.output_outlets().map_err(load_err(&path))?, false)?;
-        check_batch_option(&inputs, options.batch_size)?;
+        options.validate()?;
+        let isa = options.resolved_isa();
+        let pool = threads::shared_pool(threads::resolve_num_threads(options.num_threads)?)?;
+        let load::Loaded { typed, inputs, outputs } = load::read_model(path)?;
+        checks::check_batch_option(&inputs, options.batch_size)?;
         let plan::Planned { plan, report, fused, misses, index_bounds } =
-            plan::build(typed, &path, &options, isa, &pool)?;
+            plan::build(typed, path, &options, isa, &pool)?;
+        let path = path.to_path_buf();
         Ok(Engine { plan, pool, inputs, outputs, report, fused, misses, index_bounds, options, isa, path })
     }
 
@@ -150,10 +101,13 @@ impl Engine {
 
     /// Position of the input called `name`.
     pub fn input_index(&self, name: &str) -> Result<usize> {
-        self.inputs.iter().position(|i| i.name == name).ok_or_else(|| {
-            let names: Vec<_> = self.inputs.iter().map(|i| format!("'{}'", i.name)).collect();
-            Error::Input(format!("the model has no input named '{name}'; its inputs are {}", names.join(", ")))
-        })
+        checks::input_index(&self.inputs, name)
+    }
+
+    /// `named` (input name, value) pairs in input order; `Error::Input` for a name the model
+    /// does not have, a name given twice or an input left out.
+    pub fn order_inputs<T>(&self, named: Vec<(String, T)>) -> Result<Vec<T>> {
+        checks::order_by_name(&self.inputs, named)
     }
 
     /// Every constant-weight matmul and groups-1 convolution, and the kernel that runs it.
@@ -202,11 +156,14 @@ impl Engine {
         })
     }
 
-    /// Mean wall time per plan node over `iterations` runs on `inputs`, in plan order.
+    /// Mean wall time per plan node over `iterations` (at least 1) runs on `inputs`, in plan
+    /// order.
     pub fn profile(&self, inputs: &[ArrayRef<'_>], iterations: usize) -> Result<Vec<NodeTime>> {
         no_panic("profiling the model", || {
+            if iterations == 0 {
+                return Err(below_one("iterations", 0));
+            }
             let tensors = self.checked_tensors(inputs)?;
-            let iterations = iterations.max(1);
             let mut totals: HashMap<usize, (f64, usize)> = HashMap::new();
             self.pool.run_exclusive(|| self.profile_runs(tensors, iterations, &mut totals))?;
             let model = self.plan.model();
@@ -252,7 +209,7 @@ impl Engine {
 
     /// Validates `inputs` against the model and copies them into tract tensors.
     fn checked_tensors(&self, inputs: &[ArrayRef<'_>]) -> Result<TVec<TValue>> {
-        self.check_inputs(inputs)?;
+        checks::check_inputs(&self.inputs, self.options.batch_size, inputs)?;
         checks::check_indices(&self.index_bounds, &self.inputs, inputs)?;
         inputs
             .iter()
@@ -260,144 +217,4 @@ impl Engine {
             .collect::<TractResult<_>>()
             .map_err(|e| Error::Engine(chain(&e)))
     }
-
-    fn check_inputs(&self, inputs: &[ArrayRef<'_>]) -> Result<()> {
-        if inputs.len() != self.inputs.len() {
-            let names: Vec<_> = self.inputs.iter().map(|i| format!("'{}'", i.name)).collect();
-            return Err(Error::Input(format!(
-                "the model takes {} input(s) ({}), got {}",
-                self.inputs.len(),
-                names.join(", "),
-                inputs.len()
-            )));
-        }
-        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
-        for (info, arr) in self.inputs.iter().zip(inputs) {
-            let name = &info.name;
-            let given = arr.data.dtype();
-            if let Some(want) = info.dtype {
-                if want != given {
-                    return Err(Error::Input(format!(
-                        "input '{name}' must be {want}, got {given}: convert it with .astype(numpy.{want})"
-                    )));
-                }
-            }
-            let shape_str =
-                |s: &[usize]| format!("({})", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-            let expected = format!("({})", info.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-            if arr.shape.len() != info.shape.len() {
-                return Err(Error::Input(format!(
-                    "input '{name}' must have {} dimensions {expected}, got {} dimensions {}",
-                    info.shape.len(),
-                    arr.shape.len(),
-                    shape_str(arr.shape)
-                )));
-            }
-            let product = arr.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-            if product != Some(arr.data.len()) {
-                return Err(Error::Input(format!(
-                    "input '{name}' has {} values but shape {}",
-                    arr.data.len(),
-                    shape_str(arr.shape)
-                )));
-            }
-            for (axis, (dim, &got)) in info.shape.iter().zip(arr.shape).enumerate() {
-                match dim {
-                    Dim::Fixed(want) if *want != got => {
-                        return Err(Error::Input(format!(
-                            "input '{name}' must have shape {expected}, got {}: dimension {axis} must be {want}",
-                            shape_str(arr.shape)
-                        )));
-                    }
-                    Dim::Symbol(sym) => {
-                        if got == 0 {
-                            return Err(Error::Input(format!(
-                                "input '{name}' has an empty dimension {axis} ('{sym}'); pass at least one element"
-                            )));
-                        }
-                        if axis == 0 {
-                            if let Some(b) = self.options.batch_size {
-                                if got != b {
-                                    return Err(Error::Input(format!(
-                                        "this engine was created with batch_size={b}, but input '{name}' has batch {got}; \
-                                         pass {b} item(s) per call or create the Engine with batch_size=None"
-                                    )));
-                                }
-                            }
-                        }
-                        if is_identifier(sym) {
-                            match bound.get(sym.as_str()) {
-                                Some(&(v, other)) if v != got => {
-                                    return Err(Error::Input(format!(
-                                        "input '{name}' has {sym}={got} (dimension {axis}) but input '{other}' has {sym}={v}; \
-                                         inputs sharing a dimension name must agree"
-                                    )));
-                                }
-                                _ => {
-                                    bound.insert(sym, (got, name));
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
-}
-
-/// A tract error while preparing `path`, as a load error that says what to try.
-pub(crate) fn load_err(path: &Path) -> impl Fn(tract_core::prelude::TractError) -> Error + '_ {
-    move |e| {
-        Error::ModelLoad(format!(
-            "could not prepare {} for inference: {}. The model may use an operator configuration \
-             tract 0.23 does not support; simplify or re-export it (opset 13-17)",
-            path.display(),
-            chain(&e)
-        ))
-    }
-}
-
-fn io_infos(model: &TypedModel, outlets: &[OutletId], inputs: bool) -> Result<Vec<TensorInfo>> {
-    outlets
-        .iter()
-        .map(|&o| {
-            let fact = model.outlet_fact(o).map_err(|e| Error::ModelLoad(chain(&e)))?;
-            let name = if inputs {
-                model.node(o.node).name.clone()
-            } else {
-                model.outlet_label(o).map(|s| s.to_string()).unwrap_or_else(|| model.node(o.node).name.clone())
-            };
-            let shape = fact
-                .shape
-                .iter()
-                .map(|d| match d.to_usize() {
-                    Ok(v) => Dim::Fixed(v),
-                    Err(_) => Dim::Symbol(d.to_string()),
-                })
-                .collect();
-            Ok(TensorInfo { name, dtype: DType::from_datum(fact.datum_type), shape })
-        })
-        .collect()
-}
-
-fn check_batch_option(inputs: &[TensorInfo], batch: Option<usize>) -> Result<()> {
-    let Some(b) = batch else { return Ok(()) };
-    for info in inputs {
-        if let Some(Dim::Fixed(d)) = info.shape.first() {
-            if *d != b {
-                return Err(Error::Config(format!(
-                    "batch_size={b} was requested but input '{}' has a fixed batch of {d}; \
-                     use batch_size={d} or None",
-                    info.name
-                )));
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,4 +1,7 @@
-//! Engine errors: one variant per kind the Python layer raises as its own exception class.
+//! Engine errors: one variant per kind of failure, with plain wording (a binding adds its own
+//! language's advice to the structured ones).
+
+use crate::array::DType;
 
 /// What went wrong, with a message that says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -9,6 +12,29 @@ pub enum Error {
     /// The inputs of a call do not match the model.
     #[error("{0}")]
     Input(String),
+    /// An input has another element type than the model's.
+    #[error("input '{input}' must be {want}, got {given}")]
+    InputDtype {
+        /// The input's name.
+        input: String,
+        /// The model's element type.
+        want: DType,
+        /// The element type given.
+        given: DType,
+    },
+    /// An input's batch differs from the batch size the engine was loaded with.
+    #[error(
+        "this engine was loaded with batch_size={batch_size}, but input '{input}' has batch {got}; \
+         pass {batch_size} item(s) per call or load it with no fixed batch size"
+    )]
+    InputBatch {
+        /// The input's name.
+        input: String,
+        /// The batch size the engine was loaded with.
+        batch_size: usize,
+        /// The batch given.
+        got: usize,
+    },
     /// An option given to the engine is invalid.
     #[error("{0}")]
     Config(String),

@@ -1,13 +1,15 @@
-//! Reading an ONNX file into a typed tract model: path resolution, the checks that turn a bad or
-//! unsupported file into a clear error, the ONNX-level rewrites and external data.
+//! Reading an ONNX file into a typed tract model and its input and output descriptions: the
+//! checks that turn a missing, bad or unsupported file into a clear error, the ONNX-level
+//! rewrites and external data.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tract_core::internal::*;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{GraphProto, ModelProto};
 use tract_onnx::prelude::{Framework, InferenceModelExt};
 
+use crate::array::{DType, Dim, TensorInfo};
 use crate::error::{chain, Error, Result};
 use crate::normalize::node_name;
 use crate::{external_data, normalize};
@@ -20,16 +22,28 @@ const CONTRIB_OPS: &[&str] =
 /// Operator domains tract reads besides the contrib one.
 const STANDARD_DOMAINS: &[&str] = &["", "ai.onnx", "ai.onnx.ml"];
 
-/// `path` itself when it is a file, `path/model.onnx` when it is a directory.
-pub(crate) fn resolve_model_path(path: &Path) -> Result<PathBuf> {
+/// A parsed, typed model and its inputs and outputs.
+pub(crate) struct Loaded {
+    pub typed: TypedModel,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+}
+
+/// Reads the `.onnx` file at `path` into a typed model; `Error::ModelLoad` saying what is wrong
+/// with the file otherwise.
+pub(crate) fn read_model(path: &Path) -> Result<Loaded> {
+    check_model_file(path)?;
+    let typed = load_typed(path)?;
+    let inputs = io_infos(&typed, typed.input_outlets().map_err(load_err(path))?, true)?;
+    let outputs = io_infos(&typed, typed.output_outlets().map_err(load_err(path))?, false)?;
+    Ok(Loaded { typed, inputs, outputs })
+}
+
+/// `Error::ModelLoad` unless `path` is an existing file.
+fn check_model_file(path: &Path) -> Result<()> {
     if path.is_dir() {
-        let f = path.join("model.onnx");
-        if f.is_file() {
-            return Ok(f);
-        }
         return Err(Error::ModelLoad(format!(
-            "{} is a directory without a model.onnx; pass the path of an .onnx file or of a \
-             directory that contains model.onnx",
+            "{} is a directory; pass the path of the .onnx file in it",
             path.display()
         )));
     }
@@ -41,12 +55,48 @@ pub(crate) fn resolve_model_path(path: &Path) -> Result<PathBuf> {
             std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
         )));
     }
-    Ok(path.to_path_buf())
+    Ok(())
+}
+
+/// A tract error while preparing `path`, as a load error that says what to try.
+pub(crate) fn load_err(path: &Path) -> impl Fn(tract_core::prelude::TractError) -> Error + '_ {
+    move |e| {
+        Error::ModelLoad(format!(
+            "could not prepare {} for inference: {}. The model may use an operator configuration \
+             tract 0.23 does not support; simplify or re-export it (opset 13-17)",
+            path.display(),
+            chain(&e)
+        ))
+    }
+}
+
+/// Name, element type and declared shape of each of `outlets` (the model's inputs when `inputs`).
+fn io_infos(model: &TypedModel, outlets: &[OutletId], inputs: bool) -> Result<Vec<TensorInfo>> {
+    outlets
+        .iter()
+        .map(|&o| {
+            let fact = model.outlet_fact(o).map_err(|e| Error::ModelLoad(chain(&e)))?;
+            let name = if inputs {
+                model.node(o.node).name.clone()
+            } else {
+                model.outlet_label(o).map(|s| s.to_string()).unwrap_or_else(|| model.node(o.node).name.clone())
+            };
+            let shape = fact
+                .shape
+                .iter()
+                .map(|d| match d.to_usize() {
+                    Ok(v) => Dim::Fixed(v),
+                    Err(_) => Dim::Symbol(d.to_string()),
+                })
+                .collect();
+            Ok(TensorInfo { name, dtype: DType::from_datum(fact.datum_type), shape })
+        })
+        .collect()
 }
 
 /// Parses the ONNX file, reports unsupported operators, rewrites what tract cannot type, reads
 /// external data from the file's directory, and types the model.
-pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
+fn load_typed(path: &Path) -> Result<TypedModel> {
     let mut proto = read_proto(path)?;
     check_string_tensors(&proto, path)?;
     normalize::normalize(&mut proto).map_err(|e| Error::ModelLoad(format!("{}: {e}", path.display())))?;

@@ -9,13 +9,15 @@ use tract_core::internal::*;
 use tract_linalg::multithread::Executor;
 
 use crate::checks::{self, IndexBound};
-use crate::engine::{load_err, EngineOptions, FusedOp, FusionMiss};
+use crate::engine::{FusedOp, FusionMiss};
 use crate::error::Result;
+use crate::load::load_err;
+use crate::options::EngineOptions;
 use crate::passes::{
     self,
     weight_matmul::{self, DenseBackend},
 };
-use crate::report::LayerReport;
+use crate::report::{LayerReport, RunsOn};
 use crate::threads::SharedPool;
 
 /// What [`build`] makes of a model.
@@ -124,7 +126,7 @@ pub(crate) fn build(
 /// threshold and dense backend options, or a layout our kernels do not take.
 fn explain_tract_matmuls(misses: &mut [FusionMiss], report: &[LayerReport], dense: DenseBackend) {
     for m in misses.iter_mut().filter(|m| m.reason == passes::ON_TRACT_MATMUL) {
-        let chosen = report.iter().any(|l| Some(&l.node) == m.related.as_ref() && l.isa == "tract");
+        let chosen = report.iter().any(|l| Some(&l.node) == m.related.as_ref() && l.isa == RunsOn::Tract);
         m.reason = if chosen && dense == DenseBackend::Auto {
             format!(
                 "{}: its weight is below sparsity_threshold and tract's matmul was faster on its shape when \

@@ -1,5 +1,33 @@
 //! What the engine did with each constant-weight matmul.
 
+use sparsepipe_kernels::Isa;
+
+/// Which of our kernels a weight is packed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Only the nonzero weights are stored and multiplied.
+    Sparse,
+    /// Every weight is stored and multiplied.
+    Dense,
+}
+
+/// Who runs a weight's matmul: our kernels on an instruction set, or tract's own matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsOn {
+    /// Our kernels, on this instruction set.
+    Ours(Isa),
+    /// tract's matmul (or convolution).
+    Tract,
+}
+
+/// Fraction of exact zeros in `w` (0 for an empty slice).
+pub(crate) fn zero_fraction(w: &[f32]) -> f64 {
+    if w.is_empty() {
+        return 0.0;
+    }
+    w.iter().filter(|v| **v == 0.0).count() as f64 / w.len() as f64
+}
+
 /// One constant-weight matmul or groups-1 convolution of the model and how it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerReport {
@@ -15,10 +43,10 @@ pub struct LayerReport {
     pub n: usize,
     /// Fraction of exact zeros in the weight.
     pub sparsity: f64,
-    /// `"sparse"` or `"dense"`.
-    pub kernel: String,
-    /// Instruction set of the kernel (`avx512`, `avx2`, `portable`), or `tract` for tract's matmul.
-    pub isa: String,
+    /// The kernel the weight is packed for.
+    pub kernel: Kernel,
+    /// Instruction set of our kernel, or tract when tract's matmul runs it.
+    pub isa: RunsOn,
     /// Names of the bias/activation nodes folded into the kernel.
     pub fused: Vec<String>,
     /// The plan node that computes it: `node`, the linear that computes an attention's query,

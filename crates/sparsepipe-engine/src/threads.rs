@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use rayon::ThreadPool;
 
 use crate::error::{Error, Result};
+use crate::options::below_one;
 
 /// Environment variable that sets the thread count when none is given.
 pub const NUM_THREADS_ENV: &str = "SPARSEPIPE_NUM_THREADS";
@@ -15,7 +16,7 @@ pub const NUM_THREADS_ENV: &str = "SPARSEPIPE_NUM_THREADS";
 pub fn resolve_num_threads(requested: Option<usize>) -> Result<usize> {
     if let Some(n) = requested {
         if n == 0 {
-            return Err(Error::Config("num_threads must be at least 1 (or None to use every core)".into()));
+            return Err(below_one("num_threads", 0));
         }
         return Ok(n);
     }

@@ -7,14 +7,14 @@ mod common;
 use std::path::PathBuf;
 
 use common::{concrete_shape, run};
-use sparsepipe_engine::{Data, DenseBackend, Engine, EngineOptions};
+use sparsepipe_engine::{Data, DenseBackend, Engine, EngineOptions, Kernel, RunsOn};
 
 #[test]
 fn auto_runs_each_dense_weight_on_the_faster_backend_with_the_same_outputs() {
     assert_eq!(EngineOptions::default().dense_backend, DenseBackend::Auto);
     let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/exporters");
     for (model, batch) in [("tf4-legacy-op14-bert-seqcls", Some(2)), ("tf5-legacy-op17-xlm-roberta-qa", None)] {
-        let dir = corpus.join(model);
+        let file = corpus.join(model).join("model.onnx");
         for threads in [1, 2] {
             let load = |dense_backend| {
                 let options = EngineOptions {
@@ -23,14 +23,14 @@ fn auto_runs_each_dense_weight_on_the_faster_backend_with_the_same_outputs() {
                     dense_backend,
                     ..Default::default()
                 };
-                Engine::load(&dir, options).unwrap()
+                Engine::load(&file, options).unwrap()
             };
             let (auto, tract, ours) =
                 (load(DenseBackend::Auto), load(DenseBackend::Tract), load(DenseBackend::Sparsepipe));
-            let dense: Vec<_> = auto.sparsity_report().iter().filter(|l| l.kernel == "dense").collect();
+            let dense: Vec<_> = auto.sparsity_report().iter().filter(|l| l.kernel == Kernel::Dense).collect();
             assert!(!dense.is_empty(), "{model}: no dense weight");
             for line in &dense {
-                assert!(line.isa == "tract" || line.isa == auto.isa().name(), "{model}: {line:?}");
+                assert!(line.isa == RunsOn::Tract || line.isa == RunsOn::Ours(auto.isa()), "{model}: {line:?}");
             }
             // One choice per distinct shape: weights of one shape and pattern share a backend.
             for a in &dense {
@@ -55,7 +55,7 @@ fn auto_runs_each_dense_weight_on_the_faster_backend_with_the_same_outputs() {
             let got = run(&auto, &inputs);
             // A second load in this process makes the same choices: the same sums, bit for bit.
             let again = load(DenseBackend::Auto);
-            let isas = |e: &Engine| e.sparsity_report().iter().map(|l| l.isa.clone()).collect::<Vec<_>>();
+            let isas = |e: &Engine| e.sparsity_report().iter().map(|l| l.isa).collect::<Vec<_>>();
             assert_eq!(isas(&again), isas(&auto), "{model}");
             for (x, y) in run(&again, &inputs).iter().zip(&got) {
                 if let (Data::F32(x), Data::F32(y)) = (&x.data, &y.data) {

@@ -52,11 +52,13 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
     dirs.sort();
     for dir in dirs.iter().filter(|d| d.join("model.onnx").is_file()) {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let on = Engine::load(dir, EngineOptions { num_threads: Some(2), ..Default::default() }).unwrap();
+        let file = dir.join("model.onnx");
+        let on = Engine::load(&file, EngineOptions { num_threads: Some(2), ..Default::default() }).unwrap();
         if on.inputs().iter().any(|i| i.dtype.map(|d| d.name()) == Some("float32")) {
             continue; // vision models: no attention of this form
         }
-        let off = Engine::load(dir, EngineOptions { num_threads: Some(1), fuse: false, ..Default::default() }).unwrap();
+        let off =
+            Engine::load(&file, EngineOptions { num_threads: Some(1), fuse: false, ..Default::default() }).unwrap();
         assert!(off.fused_ops().is_empty());
         let inputs = inputs_for(&on);
         let b = run(&off, &inputs);
@@ -65,7 +67,7 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
         let ours_dense =
             EngineOptions { num_threads: Some(2), dense_backend: DenseBackend::Sparsepipe, ..Default::default() };
         let ours_sparse = EngineOptions { num_threads: Some(2), sparsity_threshold: 0.0, ..Default::default() };
-        let variants = [on, Engine::load(dir, ours_dense).unwrap(), Engine::load(dir, ours_sparse).unwrap()];
+        let variants = [on, Engine::load(&file, ours_dense).unwrap(), Engine::load(&file, ours_sparse).unwrap()];
         for (v, engine) in variants.iter().enumerate() {
             let a = run(engine, &inputs);
             for (x, y) in a.iter().zip(&b) {
@@ -112,8 +114,8 @@ fn fused_attention_equals_unfused_on_exporter_graphs() {
 
 #[test]
 fn every_unfused_candidate_says_why() {
-    let dir = corpus().join("tf4-legacy-op14-bert-seqcls");
-    let load = |options: EngineOptions| Engine::load(&dir, EngineOptions { num_threads: Some(1), ..options }).unwrap();
+    let file = corpus().join("tf4-legacy-op14-bert-seqcls").join("model.onnx");
+    let load = |options: EngineOptions| Engine::load(&file, EngineOptions { num_threads: Some(1), ..options }).unwrap();
     assert!(load(EngineOptions { fuse: false, ..Default::default() }).fusion_misses().is_empty());
     // Dense weights on tract's matmul: the attention fuses but its projections, the residual
     // adds and the feed-forward blocks cannot, and each says which option would let them.
@@ -138,7 +140,9 @@ fn every_unfused_candidate_says_why() {
     // Across the corpus, every miss names a node and a reason.
     for dir in std::fs::read_dir(corpus()).unwrap().map(|e| e.unwrap().path()) {
         if dir.join("model.onnx").is_file() {
-            let engine = Engine::load(&dir, EngineOptions { num_threads: Some(1), ..Default::default() }).unwrap();
+            let engine =
+                Engine::load(dir.join("model.onnx"), EngineOptions { num_threads: Some(1), ..Default::default() })
+                    .unwrap();
             for m in engine.fusion_misses() {
                 assert!(!m.node.is_empty() && m.reason.len() > 10, "{}: {m:?}", dir.display());
             }

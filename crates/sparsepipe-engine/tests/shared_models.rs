@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{concrete_shape, run};
-use sparsepipe_engine::{Array, Data, DenseBackend, Engine, EngineOptions, Isa};
+use sparsepipe_engine::{Array, Data, DenseBackend, Engine, EngineOptions, Isa, Kernel, RunsOn};
 
 fn shared_models() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models");
@@ -64,7 +64,7 @@ fn shared_models_match_tract_alone() {
         ("yolov8n-random", 102, 1, 0),
     ];
     for (name, expected, batch, seq) in cases {
-        let path = dir.join(name);
+        let path = dir.join(name).join("model.onnx");
         let ours = Engine::load(&path, EngineOptions { num_threads: Some(2), ..Default::default() }).unwrap();
         let all_ours = Engine::load(
             &path,
@@ -76,7 +76,7 @@ fn shared_models_match_tract_alone() {
                 .unwrap();
         let report = all_ours.sparsity_report();
         assert_eq!(report.len(), expected, "{name}: weight matmuls found: {report:#?}");
-        assert!(report.iter().all(|l| l.isa != "tract"), "{name}");
+        assert!(report.iter().all(|l| l.isa != RunsOn::Tract), "{name}");
         let inputs = inputs_for(&ours, batch, seq);
         let want = run(&tract, &inputs);
         for engine in [&ours, &all_ours] {
@@ -84,7 +84,7 @@ fn shared_models_match_tract_alone() {
             assert!(err < 1e-4, "{name}: relative error {err}");
         }
         if name.starts_with("sentiment") {
-            let sparse = report.iter().filter(|l| l.kernel == "sparse").count();
+            let sparse = report.iter().filter(|l| l.kernel == Kernel::Sparse).count();
             assert!(sparse >= 36, "{name}: only {sparse} sparse kernels: {report:#?}");
             assert!(report.iter().any(|l| !l.fused.is_empty()), "{name}: no bias fused");
         }

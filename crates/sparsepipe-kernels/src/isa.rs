@@ -14,6 +14,9 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every path, fastest first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+
     /// The fastest path this CPU supports.
     pub fn best() -> Isa {
         *Isa::available().last().unwrap_or(&Isa::Portable)
@@ -39,17 +42,7 @@ impl Isa {
         Isa::available().contains(&self)
     }
 
-    /// Parses `portable`, `avx2` or `avx512` (case-insensitive).
-    pub fn from_name(name: &str) -> Option<Isa> {
-        match name.to_ascii_lowercase().as_str() {
-            "portable" | "generic" => Some(Isa::Portable),
-            "avx2" => Some(Isa::Avx2),
-            "avx512" | "avx512f" => Some(Isa::Avx512),
-            _ => None,
-        }
-    }
-
-    /// Lower-case name, as `from_name` accepts it.
+    /// Lower-case name: `portable`, `avx2` or `avx512`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",

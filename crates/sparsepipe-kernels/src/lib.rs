@@ -293,11 +293,3 @@ pub fn reference_linear(
     }
     y
 }
-
-/// Fraction of exact zeros in `w` (0 for an empty slice).
-pub fn sparsity(w: &[f32]) -> f64 {
-    if w.is_empty() {
-        return 0.0;
-    }
-    w.iter().filter(|v| **v == 0.0).count() as f64 / w.len() as f64
-}

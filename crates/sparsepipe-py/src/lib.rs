@@ -1,36 +1,24 @@
 //! `sparsepipe._engine`: translates between Python/numpy and the engine crate. No logic here.
 
+mod errors;
+mod options;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
-use sparsepipe_engine::{Array, ArrayRef, Data, DataRef, DenseBackend, Dim, Engine, EngineOptions, Error, Isa};
+use pyo3::types::{PyDict, PyList, PyTuple};
+use sparsepipe_engine::{Array, ArrayRef, Data, DataRef, Dim, Engine, Error, Isa, Kernel, RunsOn};
+
+use errors::{input_error, to_pyerr};
+use options::Given;
 
 /// Inference allocates and frees the same large activation buffers on every call; mimalloc keeps
 /// them mapped instead of returning them to the OS and faulting them back in.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Converts an engine error into the matching `sparsepipe.errors` exception.
-fn to_pyerr(py: Python<'_>, e: Error) -> PyErr {
-    let (class, msg) = match e {
-        Error::ModelLoad(m) => ("ModelLoadError", m),
-        Error::Input(m) => ("InputError", m),
-        Error::Config(m) => ("ConfigError", m),
-        Error::Engine(m) => ("EngineError", m),
-    };
-    match py.import("sparsepipe.errors").and_then(|m| m.getattr(class)).and_then(|c| c.call1((msg.clone(),))) {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(_) => pyo3::exceptions::PyRuntimeError::new_err(msg),
-    }
-}
-
-fn input_error(py: Python<'_>, msg: String) -> PyErr {
-    to_pyerr(py, Error::Input(msg))
-}
 
 macro_rules! held {
     ($($variant:ident : $t:ty),* $(,)?) => {
@@ -109,41 +97,30 @@ struct PyEngine {
 impl PyEngine {
     #[new]
     #[allow(clippy::too_many_arguments)] // one keyword argument per engine option
-    #[pyo3(signature = (model_path, *, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend="auto", isa=None, fuse=true))]
+    #[pyo3(
+        signature = (model_path, *, batch_size=None, num_threads=None, sparsity_threshold=Given::DEFAULT, dense_backend=Given::DEFAULT, isa=None, fuse=Given::DEFAULT),
+        text_signature = "(model_path, *, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend='auto', isa=None, fuse=True)"
+    )]
     fn new(
         py: Python<'_>,
         model_path: PathBuf,
-        batch_size: Option<usize>,
-        num_threads: Option<usize>,
-        sparsity_threshold: f64,
-        dense_backend: &str,
-        isa: Option<&str>,
-        fuse: bool,
+        batch_size: Option<Bound<'_, PyAny>>,
+        num_threads: Option<Bound<'_, PyAny>>,
+        sparsity_threshold: Given<'_>,
+        dense_backend: Given<'_>,
+        isa: Option<Bound<'_, PyAny>>,
+        fuse: Given<'_>,
     ) -> PyResult<Self> {
-        let dense_backend = match dense_backend {
-            "auto" => DenseBackend::Auto,
-            "tract" => DenseBackend::Tract,
-            "sparsepipe" => DenseBackend::Sparsepipe,
-            other => {
-                return Err(to_pyerr(
-                    py,
-                    Error::Config(format!("dense_backend must be 'auto', 'tract' or 'sparsepipe', got {other:?}")),
-                ))
-            }
-        };
-        let isa = match isa {
-            None => None,
-            Some(name) => Some(Isa::from_name(name).ok_or_else(|| {
-                to_pyerr(py, Error::Config(format!("isa must be 'avx512', 'avx2' or 'portable', got {name:?}")))
-            })?),
-        };
-        let options = EngineOptions { batch_size, num_threads, sparsity_threshold, dense_backend, isa, fuse };
+        let values = options::Values::convert(batch_size, num_threads, sparsity_threshold, dense_backend, isa, fuse)?;
+        let options = values.as_option_values().parse().map_err(|e| to_pyerr(py, e))?;
         let inner = py.detach(|| Engine::load(&model_path, options)).map_err(|e| to_pyerr(py, e))?;
         Ok(PyEngine { inner })
     }
 
-    /// Runs the model on arrays given in input order; returns the outputs in output order.
-    fn run(&self, py: Python<'_>, inputs: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Py<PyAny>>> {
+    /// Runs the model on arrays given as a list in input order or a dict by input name; returns
+    /// the outputs in output order.
+    fn run(&self, py: Python<'_>, inputs: Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny>>> {
+        let inputs = self.in_order(py, &inputs)?;
         let held = self.hold_inputs(py, &inputs)?;
         let refs: Vec<ArrayRef<'_>> = held.iter().map(Held::as_ref).collect();
         let outs = py.detach(|| self.inner.run(&refs)).map_err(|e| to_pyerr(py, e))?;
@@ -154,9 +131,12 @@ impl PyEngine {
     fn profile<'py>(
         &self,
         py: Python<'py>,
-        inputs: Vec<Bound<'py, PyAny>>,
-        iterations: usize,
+        inputs: Bound<'py, PyAny>,
+        iterations: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let iterations = options::int("iterations", &iterations)?;
+        let iterations = sparsepipe_engine::options::count("iterations", iterations).map_err(|e| to_pyerr(py, e))?;
+        let inputs = self.in_order(py, &inputs)?;
         let held = self.hold_inputs(py, &inputs)?;
         let refs: Vec<ArrayRef<'_>> = held.iter().map(Held::as_ref).collect();
         let times = py.detach(|| self.inner.profile(&refs, iterations)).map_err(|e| to_pyerr(py, e))?;
@@ -262,8 +242,20 @@ impl PyEngine {
             d.set_item("k", l.k)?;
             d.set_item("n", l.n)?;
             d.set_item("sparsity", l.sparsity)?;
-            d.set_item("kernel", &l.kernel)?;
-            d.set_item("isa", &l.isa)?;
+            d.set_item(
+                "kernel",
+                match l.kernel {
+                    Kernel::Sparse => "sparse",
+                    Kernel::Dense => "dense",
+                },
+            )?;
+            d.set_item(
+                "isa",
+                match l.isa {
+                    RunsOn::Ours(isa) => isa.name(),
+                    RunsOn::Tract => "tract",
+                },
+            )?;
             d.set_item("fused", &l.fused)?;
             d.set_item("plan_node", &l.plan_node)?;
             d.set_item("plan_output_channels", l.plan_output_channels)?;
@@ -279,6 +271,27 @@ fn available_isas() -> Vec<&'static str> {
     Isa::available().into_iter().map(Isa::name).collect()
 }
 
+/// Checks engine option values as `Engine` does, without loading a model: TypeError for a
+/// wrong type, ConfigError for a bad value.
+#[pyfunction]
+#[pyo3(
+    signature = (*, batch_size=None, num_threads=None, sparsity_threshold=Given::DEFAULT, dense_backend=Given::DEFAULT, isa=None, fuse=Given::DEFAULT),
+    text_signature = "(*, batch_size=None, num_threads=None, sparsity_threshold=0.5, dense_backend='auto', isa=None, fuse=True)"
+)]
+fn check_options(
+    py: Python<'_>,
+    batch_size: Option<Bound<'_, PyAny>>,
+    num_threads: Option<Bound<'_, PyAny>>,
+    sparsity_threshold: Given<'_>,
+    dense_backend: Given<'_>,
+    isa: Option<Bound<'_, PyAny>>,
+    fuse: Given<'_>,
+) -> PyResult<()> {
+    let values = options::Values::convert(batch_size, num_threads, sparsity_threshold, dense_backend, isa, fuse)?;
+    values.as_option_values().parse().map_err(|e| to_pyerr(py, e))?;
+    Ok(())
+}
+
 /// Threads an Engine uses when `num_threads` is None.
 #[pyfunction]
 fn default_num_threads(py: Python<'_>) -> PyResult<usize> {
@@ -292,10 +305,32 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(default_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(check_options, m)?)?;
+    errors::add_to(m)?;
     Ok(())
 }
 
 impl PyEngine {
+    /// The inputs in input order: a list or tuple as given, a dict ordered by input name.
+    fn in_order<'py>(&self, py: Python<'py>, inputs: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        if let Ok(dict) = inputs.cast::<PyDict>() {
+            let named = dict.iter().map(|(k, v)| Ok((k.str()?.to_string(), v))).collect::<PyResult<Vec<_>>>()?;
+            return self.inner.order_inputs(named).map_err(|e| to_pyerr(py, e));
+        }
+        if inputs.is_instance_of::<PyList>() || inputs.is_instance_of::<PyTuple>() {
+            return inputs.extract();
+        }
+        let names: Vec<String> = self.inner.inputs().iter().map(|i| format!("'{}'", i.name)).collect();
+        Err(input_error(
+            py,
+            format!(
+                "inputs must be a list of arrays in input order or a dict by input name ({}), got {}",
+                names.join(", "),
+                inputs.get_type().name()?
+            ),
+        ))
+    }
+
     /// Borrows (or converts) each Python input, named after the model input it feeds.
     fn hold_inputs<'py>(&self, py: Python<'py>, inputs: &[Bound<'py, PyAny>]) -> PyResult<Vec<Held<'py>>> {
         let infos = self.inner.inputs();

@@ -64,12 +64,16 @@ def _progress(items: list[Path], desc: str) -> Any:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from .. import Pipeline, annotate
-    from ..errors import SparsepipeError
-    from ..pipeline import normalize_task
+    from .. import Pipeline
+    from ..errors import ConfigError, SparsepipeError
+    from .declarations import declaring_task
 
-    if normalize_task(args.task) not in ("object-detection", "yolo"):
-        raise SystemExit("sparsepipe annotate: --task must be object-detection (alias yolo)")
+    try:
+        task = declaring_task(
+            args.task, lambda cls: cls.annotate is not Pipeline.annotate, "annotate images"
+        )
+    except ConfigError as e:
+        raise SystemExit(f"sparsepipe annotate: {e}") from None
     source = Path(args.source)
     files = _image_files(source)
     save_dir = Path(args.save_dir)
@@ -78,17 +82,14 @@ def _annotate(args: argparse.Namespace) -> int:
             "sparsepipe annotate: --save-dir must differ from the folder of the source images "
             "(annotated copies would overwrite them)"
         )
-    options = {"conf_threshold": args.conf_threshold, "iou_threshold": args.iou_threshold}
-    pipe = Pipeline.create(
-        "object-detection", args.model_path, num_threads=args.num_threads, **options
-    )
+    given = {"conf_threshold": args.conf_threshold, "iou_threshold": args.iou_threshold}
+    options = {k: v for k, v in given.items() if v is not None}
+    pipe = Pipeline.create(task, args.model_path, num_threads=args.num_threads, **options)
     save_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in _progress(files, "annotating"):
         try:
-            result = pipe(path)
-            one = {"boxes": result.boxes[0], "scores": result.scores[0], "labels": result.labels[0]}
-            annotate(path, one).save(save_dir / path.name)
+            pipe.annotate(path).save(save_dir / path.name)
         except (SparsepipeError, OSError) as e:
             failed += 1
             print(f"sparsepipe annotate: skipped {path}: {e}", file=sys.stderr)
@@ -177,14 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=_models_list)
 
     ann = sub.add_parser("annotate", help="draw detections on images and save annotated copies")
-    ann.add_argument("--task", default="object-detection", help="object-detection (alias yolo)")
+    ann.add_argument(
+        "--task", default=None, help="the task (default: the one registered task that annotates)"
+    )
     ann.add_argument(
         "--model-path", default=None, help="model file or directory (default: the task's)"
     )
     ann.add_argument("--source", required=True, help="an image file or a folder of images")
     ann.add_argument("--save-dir", required=True, help="folder for the annotated copies")
-    ann.add_argument("--conf-threshold", type=float, default=0.25)
-    ann.add_argument("--iou-threshold", type=float, default=0.45)
+    ann.add_argument(
+        "--conf-threshold",
+        type=float,
+        default=None,
+        help="minimum score of a drawn box (task option conf_threshold; default: the task's)",
+    )
+    ann.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=None,
+        help="overlap above which boxes merge (task option iou_threshold; default: the task's)",
+    )
     ann.add_argument("--num-threads", type=int, default=None)
     ann.set_defaults(func=_annotate)
 

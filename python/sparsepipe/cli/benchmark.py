@@ -149,7 +149,7 @@ def load_target(
 ) -> BenchmarkTarget:
     """The pipeline (task name or alias) or bare engine (model path) to benchmark, with inputs."""
     from .. import models
-    from ..pipeline import _lookup, normalize_task
+    from ..registry import lookup, normalize_task
 
     if not isinstance(target, str) or not target.strip():
         raise ConfigError("MODEL_OR_TASK must be a task name or a model path")
@@ -162,7 +162,7 @@ def load_target(
             models.resolve(target), engine_type, batch_size, sequence_length, num_threads
         )
     try:
-        reg = _lookup(target)
+        reg = lookup(target)
     except ConfigError as e:
         raise ConfigError(f"{e}; or pass the path of an .onnx file or model directory") from e
     return _pipeline_target(
@@ -210,9 +210,8 @@ def _engine_target(
     extra: dict[str, Any] = {
         "input_shapes": {n: list(a.shape) for n, a in zip(engine.input_names, arrays)}
     }
-    isa = getattr(engine, "isa", None)
-    if isa is not None:
-        extra["isa"] = isa
+    if engine.isa is not None:
+        extra["isa"] = engine.isa
     return BenchmarkTarget(
         call=lambda: engine.run(arrays),
         kind="engine",
@@ -235,12 +234,12 @@ def _pipeline_target(
     num_threads: Optional[int],
 ) -> BenchmarkTarget:
     from .. import Pipeline
-    from ..pipeline import _init_options
+    from ..pipeline import init_options
 
     task = reg.task
     kwargs: dict[str, Any] = {}
     if sequence_length is not None:
-        if "sequence_length" not in _init_options(reg.cls):
+        if "sequence_length" not in init_options(reg.cls):
             raise ConfigError(
                 f"--sequence-length applies to text tasks and ONNX models, not to {task}"
             )
@@ -255,9 +254,8 @@ def _pipeline_target(
     )
     data, described = pipeline.example_inputs(batch_size, sequence_length)
     extra: dict[str, Any] = {}
-    isa = getattr(pipeline.engine, "isa", None)
-    if isa is not None:
-        extra["isa"] = isa
+    if pipeline.engine.isa is not None:
+        extra["isa"] = pipeline.engine.isa
     return BenchmarkTarget(
         call=lambda: pipeline(**data),
         kind="pipeline",

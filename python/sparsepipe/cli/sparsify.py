@@ -10,7 +10,6 @@ from typing import Any, Optional
 
 __all__ = ["add_parser", "format_table"]
 
-EVAL_TASK = "text-classification"
 WARNING = (
     "sparsepipe sparsify: warning: one-shot pruning changes the model's accuracy; check it on "
     "your own data (--eval) before deploying. Fine-tuning with gradual pruning recovers most of "
@@ -51,21 +50,19 @@ def format_table(results: Sequence[Any]) -> str:
 
 
 def _eval_task(task: Optional[str]) -> str:
-    from ..errors import ConfigError
-    from ..pipeline import normalize_task, registered_tasks
+    """The task ``--eval`` runs: ``task``, or the one registered task that defines accuracy."""
+    from .. import Pipeline
+    from .declarations import declaring_task
 
-    if task is None:
-        return EVAL_TASK
-    accepted = (EVAL_TASK, *registered_tasks().get(EVAL_TASK, []))
-    if normalize_task(task) not in accepted:
-        raise ConfigError(f"--eval supports --task {EVAL_TASK} only, got {task!r}")
-    return EVAL_TASK
+    return declaring_task(
+        task, lambda cls: cls.accuracy is not Pipeline.accuracy, "be evaluated by --eval"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from .. import Pipeline
     from ..errors import ConfigError
-    from ..sparsify import copy_deployment_files, evaluate_accuracy, load_examples, sparsify_file
+    from ..sparsify import copy_deployment_files, load_examples, sparsify_file
 
     eval_options = {
         "text_field": args.text_field,
@@ -77,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("--task and --eval-limit apply only with --eval JSONL")
     else:
         task = _eval_task(args.task)
-        texts, _ = load_examples(args.eval, **eval_options)  # bad lines fail before pruning
+        texts, labels = load_examples(args.eval, **eval_options)  # bad lines fail before pruning
 
     results = sparsify_file(
         args.model,
@@ -100,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         accuracy = []
         for model in (args.model, args.output):
             pipe = Pipeline.create(task, model, batch_size=16)
-            accuracy.append(evaluate_accuracy(pipe, args.eval, **eval_options))
+            accuracy.append(pipe.accuracy(texts, labels))
         change = 100.0 * (accuracy[1] - accuracy[0])
         print(
             f"accuracy on {len(texts)} examples of {args.eval}: original "
@@ -150,7 +147,11 @@ def add_parser(subparsers: Any) -> None:
         metavar="JSONL",
         help="print the accuracy of the original and the pruned model on these examples",
     )
-    p.add_argument("--task", default=None, help=f"the task for --eval ({EVAL_TASK})")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="the task for --eval (default: the one registered task that defines accuracy)",
+    )
     p.add_argument("--eval-limit", type=int, default=None, metavar="N", help="first N examples")
     p.add_argument("--text-field", default="text", help="text field of --eval (default: text)")
     p.add_argument("--label-field", default="label", help="label field of --eval (default: label)")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..config import BatchSize, NumThreads, read_config_file
 from ..errors import ConfigError
-from ..pipeline import normalize_task, registered_tasks
+from ..registry import normalize_task, registered_tasks
 
 __all__ = ["EndpointConfig", "ServerConfig", "load_server_config"]
 
@@ -27,7 +26,7 @@ class EndpointConfig(BaseModel):
     task: str
     name: Optional[str] = Field(default=None, description="URL name; default: the task name")
     model: Optional[str] = Field(default=None, description="model path; default: the task's")
-    batch_size: Optional[int] = Field(default=1, ge=1)
+    batch_size: BatchSize = 1
     kwargs: dict[str, Any] = Field(default_factory=dict, description="task options")
     route: Optional[str] = Field(default=None, description="extra POST route for this endpoint")
     max_batch_size: int = Field(
@@ -63,7 +62,7 @@ class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoints: list[EndpointConfig] = Field(min_length=1)
-    num_threads: Optional[int] = Field(default=None, ge=1)
+    num_threads: NumThreads = None
     host: str = "0.0.0.0"
     port: int = Field(default=5543, ge=0, le=65535)
     integration: Literal["local", "sagemaker"] = "local"
@@ -93,22 +92,7 @@ def load_server_config(
     if isinstance(source, ServerConfig):
         return source
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read server config {path}: {e}") from e
-        try:
-            if path.suffix.lower() == ".json":
-                source = json.loads(text)
-            else:
-                import yaml
-
-                source = yaml.safe_load(text)
-        except Exception as e:
-            raise ConfigError(f"server config {path} is not valid YAML/JSON: {e}") from e
-        if not isinstance(source, Mapping):
-            raise ConfigError(f"server config {path} must hold a mapping with an 'endpoints' list")
+        source = read_config_file(source, "server config", any_suffix=True)
     try:
         return ServerConfig.model_validate(dict(source))
     except ValidationError as e:

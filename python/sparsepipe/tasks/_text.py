@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Optional, Union
 import numpy as np
 
 from ..errors import ConfigError, InputError, ModelLoadError
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, plan_batches
 from . import _examples
 
 __all__ = ["TextPipeline", "load_tokenizer"]
@@ -232,22 +232,18 @@ class TextPipeline(Pipeline):
         return min(max(8, math.ceil(longest / 8) * 8), max(self.max_length, longest))
 
     def engine_forward(self, engine_inputs: Sequence[Any]) -> list[list[np.ndarray]]:
-        """Runs tokenized rows in ``batch_size`` chunks; each row's outputs, in row order."""
+        """Runs tokenized rows in ``batch_size`` chunks, longest first; each row's outputs, in
+        row order."""
         rows = list(engine_inputs)
         n = len(rows)
         if n == 0:
             return []
         step = self.batch_size or n
-        order = sorted(range(n), key=lambda i: -len(rows[i].ids)) if n > step else list(range(n))
+        order = sorted(range(n), key=lambda i: -len(rows[i].ids)) if n > step else None
         results: list[Optional[list[np.ndarray]]] = [None] * n
-        for start in range(0, n, step):
-            idx = order[start : start + step]
-            real = len(idx)
-            batch = [rows[i] for i in idx]
-            if real < step and self._engine_batch is not None:
-                batch += [batch[-1]] * (step - real)
-            outputs = self.engine.run(self._arrays(batch))
-            for j, i in enumerate(idx):
+        for batch in plan_batches(n, step, pad=self._engine_batch is not None, order=order):
+            outputs = self.run_engine(self._arrays([rows[i] for i in batch.items]))
+            for j, i in enumerate(batch.items[: batch.real]):
                 results[i] = [o[j] for o in outputs]
         return results  # type: ignore[return-value]
 

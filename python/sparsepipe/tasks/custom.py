@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError
-from ..pipeline import Pipeline, _context_parameters
+from ..pipeline import Pipeline, context_parameters
 
 __all__ = ["CustomTaskInput", "CustomTaskOutput", "CustomTaskPipeline"]
 
@@ -60,7 +60,7 @@ class CustomTaskPipeline(Pipeline):
         self._in_schema = input_schema
         self._out_schema = output_schema
         self._out_context = (
-            _context_parameters(process_outputs_fn) if process_outputs_fn is not None else True
+            context_parameters(process_outputs_fn) if process_outputs_fn is not None else True
         )
         super().__init__(**kwargs)
 

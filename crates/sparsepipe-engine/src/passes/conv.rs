@@ -11,7 +11,7 @@ use tract_core::ops::nn::DataFormat;
 use super::weight_matmul::{Config, DenseBackend};
 use super::{epilogue, Miss};
 use crate::conv_op::{geometry, ConvKernel, WeightConv};
-use crate::report::LayerReport;
+use crate::report::{zero_fraction, Kernel, LayerReport, RunsOn};
 use sparsepipe_kernels::{Depthwise, Epilogue, PackedLinear};
 
 /// The side a symbolic image axis is timed at when choosing between tract and our kernels.
@@ -58,7 +58,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<(Vec<LayerReport
         let spec = conv.pool_spec.clone();
         let strides = spec.strides();
         let w = found.weight.try_as_plain_ram()?.as_slice::<f32>()?;
-        let sparsity = sparsepipe_kernels::sparsity(w);
+        let sparsity = zero_fraction(w);
         let sparse = sparsity >= cfg.sparsity_threshold;
         let mut line = LayerReport {
             node: node.name.clone(),
@@ -67,8 +67,8 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<(Vec<LayerReport
             k,
             n: o,
             sparsity,
-            kernel: if sparse { "sparse" } else { "dense" }.into(),
-            isa: cfg.isa.name().into(),
+            kernel: if sparse { Kernel::Sparse } else { Kernel::Dense },
+            isa: RunsOn::Ours(cfg.isa),
             fused: vec![],
             plan_node: node.name.clone(),
             plan_output_channels: o,
@@ -97,7 +97,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<(Vec<LayerReport
             }
         };
         if on_tract {
-            line.isa = "tract".into();
+            line.isa = RunsOn::Tract;
             report.push(line);
             continue;
         }

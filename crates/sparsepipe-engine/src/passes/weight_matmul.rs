@@ -11,7 +11,7 @@ use tract_core::ops::einsum::EinSum;
 
 use super::epilogue;
 use crate::op::{OutAxis, WeightLinear};
-use crate::report::LayerReport;
+use crate::report::{zero_fraction, Kernel, LayerReport, RunsOn};
 
 /// Who runs weights that are not sparse enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +59,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
         let Some(es) = node.op_as::<EinSum>() else { continue };
         let Some(layout) = analyze(model, node, es)? else { continue };
         let w = layout.weight.try_as_plain_ram()?.as_slice::<f32>()?;
-        let zeros = w.iter().filter(|v| **v == 0.0).count();
-        let sparsity = if w.is_empty() { 0.0 } else { zeros as f64 / w.len() as f64 };
+        let sparsity = zero_fraction(w);
         let sparse = sparsity >= cfg.sparsity_threshold;
         let mut line = LayerReport {
             node: node.name.clone(),
@@ -69,8 +68,8 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
             k: layout.k,
             n: layout.n,
             sparsity,
-            kernel: if sparse { "sparse" } else { "dense" }.into(),
-            isa: cfg.isa.name().into(),
+            kernel: if sparse { Kernel::Sparse } else { Kernel::Dense },
+            isa: RunsOn::Ours(cfg.isa),
             fused: vec![],
             plan_node: node.name.clone(),
             plan_output_channels: layout.n,
@@ -100,7 +99,7 @@ pub fn run(model: &mut TypedModel, cfg: &Config) -> TractResult<Vec<LayerReport>
             }
         };
         if on_tract {
-            line.isa = "tract".into();
+            line.isa = RunsOn::Tract;
             report.push(line);
             continue;
         }

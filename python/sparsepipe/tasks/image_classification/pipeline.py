@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ...errors import ConfigError, ModelLoadError
-from ...pipeline import BatchFields, Pipeline
+from ...pipeline import BatchFields, EngineInputs, Pipeline
 from .._examples import example_images
 from .._images import load_images
 from .._vision import class_names_from
@@ -70,13 +70,13 @@ class ImageClassificationPipeline(Pipeline):
         images, described = example_images(batch_size)
         return {"images": images}, described
 
-    def process_inputs(self, inputs: ImageClassificationInput) -> Any:
+    def process_inputs(self, inputs: ImageClassificationInput) -> EngineInputs:
         """Preprocessed ``[N, 3, H, W]`` pixels."""
         images = load_images(inputs.images)
         if not images:
-            return [], {"count": 0}
+            return EngineInputs([], {"count": 0})
         pixels = self.preprocessing.preprocess_batch(images).astype(self._dtype, copy=False)
-        return [pixels], {"count": len(images)}
+        return EngineInputs([pixels], {"count": len(images)})
 
     def engine_forward(self, engine_inputs: Any) -> list[np.ndarray]:
         """The base batching, skipped for an empty batch."""

@@ -1,4 +1,4 @@
-"""object-detection: YOLOv5/YOLOv8 layouts, letterbox, NMS, schemas and pipeline."""
+"""object-detection: YOLOv5/YOLOv8 layouts, letterbox, NMS, drawing boxes, schemas and pipeline."""
 
 from .pipeline import ObjectDetectionPipeline
 from .schemas import ObjectDetectionInput, ObjectDetectionOptions, ObjectDetectionOutput

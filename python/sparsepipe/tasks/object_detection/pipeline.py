@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import numpy as np
+from PIL import Image
 
-from ...errors import ConfigError, ModelLoadError
-from ...pipeline import BatchFields, Pipeline
+from ...errors import ConfigError, InputError, ModelLoadError
+from ...pipeline import BatchFields, EngineInputs, Pipeline
 from .._examples import example_images
 from .._images import load_images
 from .._vision import class_names_from
+from .annotate import annotate as draw_detections
 from .processing import detect_layout, letterbox, postprocess_detections, to_model_input
 from .schemas import ObjectDetectionInput, ObjectDetectionOptions, ObjectDetectionOutput
 
@@ -111,14 +113,14 @@ class ObjectDetectionPipeline(Pipeline):
         images, described = example_images(batch_size)
         return {"images": images}, described
 
-    def process_inputs(self, inputs: ObjectDetectionInput) -> Any:
+    def process_inputs(self, inputs: ObjectDetectionInput) -> EngineInputs:
         """Letterboxed ``[N, 3, H, W]`` images; the context keeps how to map boxes back."""
         images = load_images(inputs.images)
         if not images:
-            return [np.zeros((0, 3, *self.image_size), self._dtype)], {"infos": []}
+            return EngineInputs([np.zeros((0, 3, *self.image_size), self._dtype)], {"infos": []})
         boxed = [letterbox(img, self.image_size) for img in images]
         arrays = to_model_input([b[0] for b in boxed], self._dtype)
-        return [arrays], {"infos": [b[1] for b in boxed]}
+        return EngineInputs([arrays], {"infos": [b[1] for b in boxed]})
 
     def engine_forward(self, engine_inputs: Any) -> list[np.ndarray]:
         """The base batching, skipped for an empty batch."""
@@ -152,3 +154,20 @@ class ObjectDetectionPipeline(Pipeline):
             scores=[[float(row[4]) for row in d] for d in dets],
             labels=[[self._label(int(row[5])) for row in d] for d in dets],
         )
+
+    def annotate(self, image: Any, output: Optional[ObjectDetectionOutput] = None) -> Any:
+        """A copy of `image` with its detections drawn, a box and "label score" caption each;
+        `output` is this pipeline's result for `image`, computed when not given."""
+        if isinstance(image, (list, tuple)):
+            raise InputError("annotate draws on one image; got a list or tuple")
+        if hasattr(image, "read") and not isinstance(image, Image.Image):
+            image = image.read()  # a binary file is read once, for detecting and drawing
+        if output is None:
+            output = self(image)
+        if len(output.boxes) != 1:
+            raise InputError(
+                f"annotate draws one image's detections; the output holds {len(output.boxes)} "
+                "images (run the pipeline on that one image)"
+            )
+        one = {"boxes": output.boxes[0], "scores": output.scores[0], "labels": output.labels[0]}
+        return draw_detections(image, one)

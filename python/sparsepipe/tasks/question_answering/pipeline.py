@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ...errors import ConfigError, InputError
-from ...pipeline import BatchFields, Pipeline
+from ...pipeline import BatchFields, EngineInputs, Pipeline
 from .. import _examples
 from .._text import TextPipeline, check_encodable
 from .processing import encode_qa, qa_answers
@@ -99,7 +99,7 @@ class QuestionAnsweringPipeline(TextPipeline):
         described = f"{batch_size} synthetic question(s) with a context, about {tokens} tokens each"
         return data, described
 
-    def process_inputs(self, inputs: QuestionAnsweringInput) -> Any:
+    def process_inputs(self, inputs: QuestionAnsweringInput) -> EngineInputs:
         """Windows of every (question, context) pair as rows; the context maps them back."""
         single = isinstance(inputs.question, str)
         questions = [inputs.question] if single else list(inputs.question)
@@ -122,7 +122,7 @@ class QuestionAnsweringPipeline(TextPipeline):
         except (ValueError, TypeError) as e:
             raise InputError(str(e)) from e
         rows = [w.encoding for w in windows]
-        return rows, {"single": single, "contexts": contexts, "windows": windows}
+        return EngineInputs(rows, {"single": single, "contexts": contexts, "windows": windows})
 
     def process_engine_outputs(
         self,

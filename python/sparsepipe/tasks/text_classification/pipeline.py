@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ...errors import ModelLoadError
-from ...pipeline import BatchFields, Pipeline
+from ...pipeline import BatchFields, EngineInputs, Pipeline
+from ...sparsify.evaluate import label_accuracy
 from .._text import TextPipeline, check_encodable
 from .schemas import TextClassificationInput, TextClassificationOptions, TextClassificationOutput
 
@@ -50,13 +52,13 @@ class TextClassificationPipeline(TextPipeline):
                 f"shape {shape}"
             )
 
-    def process_inputs(self, inputs: TextClassificationInput) -> Any:
+    def process_inputs(self, inputs: TextClassificationInput) -> EngineInputs:
         """Tokenized rows, one per sequence (pairs encoded as text pairs)."""
         seqs = inputs.sequences
         items = [seqs] if isinstance(seqs, str) else seqs
         texts = [s if isinstance(s, str) else (s[0], s[1]) for s in items]
         check_encodable(texts, "sequences")
-        return self.encode(texts), {}
+        return EngineInputs(self.encode(texts))
 
     def _function(self, num_labels: int) -> str:
         chosen = self.options.function_to_apply
@@ -103,3 +105,8 @@ class TextClassificationPipeline(TextPipeline):
                 labels.append([r[0] for r in ranked])
                 scores.append([r[1] for r in ranked])
         return TextClassificationOutput(labels=labels, scores=scores)
+
+    def accuracy(self, texts: Sequence[Any], labels: Sequence[Any]) -> float:
+        """Fraction of `texts` whose top label is their entry of `labels` (names, or ids mapped
+        through the model's ``id2label``)."""
+        return label_accuracy(self, texts, labels)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, InputError, ModelLoadError
-from ...pipeline import BatchFields, Pipeline
+from ...pipeline import BatchFields, EngineInputs, Pipeline
 from .._text import TextPipeline, check_encodable
 from .postprocess import postprocess_token_classification
 from .schemas import (
@@ -60,7 +60,7 @@ class TokenClassificationPipeline(TextPipeline):
             )
         return stride
 
-    def process_inputs(self, inputs: TokenClassificationInput) -> Any:
+    def process_inputs(self, inputs: TokenClassificationInput) -> EngineInputs:
         """All windows of all texts as rows; the context maps rows back to their texts."""
         texts = [inputs.inputs] if isinstance(inputs.inputs, str) else list(inputs.inputs)
         check_encodable(texts, "inputs")
@@ -76,7 +76,7 @@ class TokenClassificationPipeline(TextPipeline):
             except Exception as e:
                 raise InputError(f"tokenization failed: {e}") from e
         rows = [w for ws in windows for w in ws]
-        return rows, {"texts": texts, "windows": windows}
+        return EngineInputs(rows, {"texts": texts, "windows": windows})
 
     def process_engine_outputs(
         self, engine_outputs: Any, *, texts: list[str], windows: list[list[Any]], **kwargs: Any

@@ -1,51 +1,22 @@
-"""One-shot magnitude pruning of an ONNX model's weight matrices (``sparsepipe sparsify``).
+"""Magnitude pruning of an ONNX model held in memory: which weights are prunable, and pruning them.
 
 The constant weights of MatMul, Gemm, Conv and ConvTranspose nodes get their smallest-magnitude
-entries set to exactly zero, so that sparsepipe's sparse kernels can run them. Biases, embedding
-tables and 1-D tensors are never touched. Pruning without fine-tuning costs accuracy: measure it
-(`evaluate_accuracy`) before deploying the result.
+entries set to exactly zero. Biases, embedding tables and 1-D tensors are never touched.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
-from .errors import ConfigError, InputError, ModelLoadError
+from ..errors import ConfigError, ModelLoadError
 
-__all__ = [
-    "DEPLOYMENT_FILES",
-    "LayerResult",
-    "WeightInfo",
-    "copy_deployment_files",
-    "evaluate_accuracy",
-    "load_examples",
-    "prunable_weights",
-    "sparsify",
-    "sparsify_file",
-]
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-#: files next to a model that a pipeline needs besides the ONNX file
-DEPLOYMENT_FILES = (
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "preprocessor_config.json",
-)
+__all__ = ["SCOPES", "LayerResult", "WeightInfo", "prunable_weights", "sparsify"]
 
 SCOPES = ("per-layer", "global")
 
@@ -59,7 +30,6 @@ _QUANTIZED_INPUTS = {
     "QLinearConv": (3,),
 }
 _EMBEDDING_OPS = ("Gather", "GatherElements", "GatherND")
-_PROTOBUF_LIMIT = 2**31 - 2**26  # inline models must stay below protobuf's 2 GiB, with a margin
 
 
 @dataclass(frozen=True)
@@ -428,254 +398,3 @@ def sparsify(
     pruned = onnx.ModelProto()
     pruned.CopyFrom(model)
     return pruned, _sparsify_in_place(pruned, target, inc, exc, scope)
-
-
-def _graph_tensors(graph: Any) -> Any:
-    """Every TensorProto of `graph` and its subgraphs (initializers and tensor attributes)."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _graph_tensors(sub)
-
-
-def _external_locations(model: Any) -> set[str]:
-    """The external data files (relative locations) the model's tensors point at."""
-    from onnx import TensorProto
-
-    found = set()
-    for t in _graph_tensors(model.graph):
-        if t.data_location == TensorProto.EXTERNAL:
-            for entry in t.external_data:
-                if entry.key == "location":
-                    found.add(entry.value)
-    return found
-
-
-def _load(path: Path) -> tuple[Any, set[str]]:
-    """The model at `path` with its external data loaded, and the external files it used."""
-    import onnx
-    from onnx.external_data_helper import load_external_data_for_model
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise ModelLoadError(f"cannot read {path} as an ONNX model: {e}") from e
-    if not model.HasField("graph") or model.ir_version <= 0 or not model.graph.node:
-        raise ModelLoadError(f"{path} is not an ONNX model (no graph or IR version in it)")
-    locations = _external_locations(model)
-    if locations:
-        try:
-            load_external_data_for_model(model, str(path.parent))
-        except Exception as e:
-            raise ModelLoadError(f"cannot read the external data of {path}: {e}") from e
-    return model, locations
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-def _save(model: Any, dst: Path, external: bool, overwrite: bool) -> None:
-    """Write `model` to `dst` through a temporary folder beside it, then rename into place."""
-    import onnx
-
-    data_name = f"{dst.name}.data"
-    if external and (dst.parent / data_name).exists() and not overwrite:
-        raise ConfigError(
-            f"{dst.parent / data_name} (the output's external data file) already exists; pass "
-            "overwrite=True (--overwrite) to replace it"
-        )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        if external:
-            onnx.save_model(
-                model,
-                str(tmp / dst.name),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=1024,
-            )
-            if (tmp / data_name).exists():
-                os.replace(tmp / data_name, dst.parent / data_name)
-        else:
-            onnx.save_model(model, str(tmp / dst.name))
-        os.replace(tmp / dst.name, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def sparsify_file(
-    src: PathLike,
-    dst: PathLike,
-    sparsity: float,
-    *,
-    overwrite: bool = False,
-    include: Optional[str] = None,
-    exclude: Optional[str] = None,
-    scope: str = "per-layer",
-) -> list[LayerResult]:
-    """Prune the model at `src` (a file, directory or ``zoo:`` name) into the new file `dst`.
-
-    Refuses to write over `src`, or over an existing `dst` unless ``overwrite``. The file appears
-    complete or not at all; it keeps its weights in ``<dst>.data`` when the source used external
-    data or the result would exceed protobuf's 2 GB limit.
-    """
-    from . import models
-
-    target, inc, exc, scope = _validate(sparsity, include, exclude, scope)
-    if isinstance(src, str) and src.startswith(("zoo:", "hf:")):
-        source = models.resolve(src).onnx_path
-    else:
-        source = Path(os.fspath(src)).expanduser()
-        if source.is_dir():
-            source = models.resolve(source).onnx_path
-        elif not source.is_file():
-            raise ModelLoadError(f"{src} does not exist (expected an .onnx file)")
-    out = Path(os.fspath(dst)).expanduser()
-    if out.is_dir():
-        raise ConfigError(f"{out} is a directory; give the output file, e.g. {out / source.name}")
-    if _same_file(source, out):
-        raise ConfigError(f"refusing to overwrite the input model {source}; choose another output")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-
-    model, locations = _load(source)
-    data_file = out.parent / f"{out.name}.data"
-    if any(_same_file(source.parent / loc, data_file) for loc in locations):
-        raise ConfigError(
-            f"refusing to overwrite the input model's external data {data_file}; choose another "
-            "output name"
-        )
-    results = _sparsify_in_place(model, target, inc, exc, scope)
-    try:
-        size = model.ByteSize()
-    except Exception:  # protobuf may refuse to size a message beyond its limit
-        size = _PROTOBUF_LIMIT + 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _save(model, out, bool(locations) or size > _PROTOBUF_LIMIT, overwrite)
-    return results
-
-
-def copy_deployment_files(src: PathLike, dst: PathLike) -> list[Path]:
-    """Copy `DEPLOYMENT_FILES` found beside model `src` next to model `dst`; never overwrites.
-
-    Returns the files written (none when both models are in the same directory).
-    """
-    from . import models
-
-    resolved = models.resolve(src)
-    out_dir = Path(os.fspath(dst)).expanduser().parent
-    if any(_same_file(d, out_dir) for d in (resolved.directory, resolved.onnx_path.parent)):
-        return []
-    copied = []
-    for name in DEPLOYMENT_FILES:
-        found = resolved.file(name)
-        if found is None:
-            continue
-        target = out_dir / name
-        try:
-            with open(found, "rb") as fin, open(target, "xb") as fout:
-                shutil.copyfileobj(fin, fout)
-        except FileExistsError:
-            continue
-        copied.append(target)
-    return copied
-
-
-def load_examples(
-    jsonl_path: PathLike,
-    *,
-    text_field: str = "text",
-    label_field: str = "label",
-    limit: Optional[int] = None,
-) -> tuple[list[Any], list[Any]]:
-    """Texts and labels of a JSON Lines file (one object a line); InputError naming a bad line."""
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1
-    ):
-        raise ConfigError(f"limit must be a positive int or None, got {limit!r}")
-    path = Path(os.fspath(jsonl_path)).expanduser()
-    texts: list[Any] = []
-    labels: list[Any] = []
-    try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 text: {e}") from e
-    except OSError as e:
-        raise InputError(f"cannot read the examples file {path}: {e}") from e
-    for lineno, line in enumerate(content.split("\n"), 1):
-        if limit is not None and len(texts) >= limit:
-            break
-        if not line.strip():
-            continue
-        where = f"{path}, line {lineno}"
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise InputError(f"{where}: not valid JSON ({e})") from e
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        for field in (text_field, label_field):
-            if field not in row:
-                fields = ", ".join(map(repr, row)) or "no fields"
-                raise InputError(f"{where}: no {field!r} field (it has {fields})")
-        text, label = row[text_field], row[label_field]
-        pair = isinstance(text, list) and len(text) == 2 and all(isinstance(t, str) for t in text)
-        if not isinstance(text, str) and not pair:
-            raise InputError(
-                f"{where}: {text_field!r} must be a string (or a pair of strings), "
-                f"got {type(text).__name__}"
-            )
-        if isinstance(label, (dict, list)) or label is None:
-            raise InputError(f"{where}: {label_field!r} must be a label name or id, got {label!r}")
-        texts.append(tuple(text) if pair else text)
-        labels.append(label)
-    if not texts:
-        raise InputError(f"{path} holds no examples")
-    return texts, labels
-
-
-def _label_name(label: Any, id2label: Any) -> str:
-    is_id = isinstance(label, (int, np.integer)) and not isinstance(label, bool)
-    if is_id and isinstance(id2label, dict) and str(int(label)) in id2label:
-        return str(id2label[str(int(label))])
-    return str(label)
-
-
-def evaluate_accuracy(
-    pipeline: Any,
-    jsonl_path: PathLike,
-    *,
-    text_field: str = "text",
-    label_field: str = "label",
-    limit: Optional[int] = None,
-) -> float:
-    """Fraction of the file's examples whose ``pipeline(texts).labels`` equals their label.
-
-    Integer labels are mapped through the model's ``id2label`` when it has one.
-    """
-    texts, labels = load_examples(
-        jsonl_path, text_field=text_field, label_field=label_field, limit=limit
-    )
-    id2label = (getattr(pipeline, "config", None) or {}).get("id2label")
-    correct = 0
-    chunk = 256
-    for start in range(0, len(texts), chunk):
-        predicted = pipeline(texts[start : start + chunk]).labels
-        for pred, gold in zip(predicted, labels[start : start + chunk]):
-            if isinstance(pred, list):
-                pred = pred[0] if pred else None
-            correct += str(pred) == _label_name(gold, id2label)
-    return correct / len(texts)
