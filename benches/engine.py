@@ -450,7 +450,7 @@ def max_abs_diff(ours: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> float
     if len(ours) != len(ref):
         return float("inf")
     worst = 0.0
-    for o, r in zip(ours, ref, strict=True):
+    for o, r in zip(ours, ref):
         if np.shape(o) != np.shape(r):
             return float("inf")
         worst = max(worst, float(np.max(np.abs(np.asarray(o, np.float64) - r))))

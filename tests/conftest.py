@@ -31,7 +31,7 @@ def assert_outputs_close(
     if len(ours) != len(ref):
         raise AssertionError(f"{header}{len(ours)} outputs, reference has {len(ref)}")
     problems = []
-    for i, (o, r) in enumerate(zip(ours, ref, strict=True)):
+    for i, (o, r) in enumerate(zip(ours, ref)):
         name = names[i] if names is not None else f"output {i}"
         o = np.asarray(o)
         r = np.asarray(r)

@@ -689,7 +689,7 @@ def _main() -> None:
                         raise AssertionError(f"{name} s={sparsity}: non-finite output")
                 shapes = ", ".join(
                     f"{n}{list(o.shape)} max|.|={float(np.abs(o).max()):.3g}"
-                    for n, o in zip(output_names(model), outs, strict=True)
+                    for n, o in zip(output_names(model), outs)
                 )
                 print(
                     f"{name:13s} s={sparsity:<4g} b={batch} weights={len(weights):2d} "

@@ -175,3 +175,19 @@ def test_split_processed_reads_every_documented_return():
     assert split_processed(arrays) == (arrays, {})
     pair_of_arrays = ([1], [2])
     assert split_processed(pair_of_arrays) == (pair_of_arrays, {})
+
+
+def test_the_package_parses_as_the_oldest_python_it_declares():
+    import re
+
+    pyproject = (SOURCE.parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    floor = re.search(r'requires-python = ">=3\.(\d+)"', pyproject)
+    assert floor, "pyproject.toml declares requires-python as >=3.N"
+    minor = int(floor.group(1))
+    assert f'target-version = "py3{minor}"' in pyproject, "ruff checks the same floor"
+    for path in sorted(SOURCE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=(3, minor))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "zip":
+                strict = any(k.arg == "strict" for k in node.keywords)
+                assert minor >= 10 or not strict, f"{path}:{node.lineno}: zip(strict=) is 3.10+"

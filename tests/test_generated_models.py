@@ -217,10 +217,10 @@ def test_engine_signature(case: str, get_engine: Callable[..., Any], model_zoo: 
     inits = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in inits]
     assert len(engine.input_shapes) == len(graph_inputs)
-    for shape, vi in zip(engine.input_shapes, graph_inputs, strict=True):
+    for shape, vi in zip(engine.input_shapes, graph_inputs):
         dims = vi.type.tensor_type.shape.dim
         assert len(shape) == len(dims), f"{vi.name}: shape {shape}"
-        for got, dim in zip(shape, dims, strict=True):
+        for got, dim in zip(shape, dims):
             if dim.HasField("dim_value"):
                 assert got == dim.dim_value, f"{vi.name}: shape {shape}"
             else:

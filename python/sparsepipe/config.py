@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .aliases import CREATE_ALIASES, resolve_aliases
 from .engine import check_engine_options, check_engine_type
 from .errors import ConfigError
 
@@ -79,7 +80,18 @@ class PipelineConfig(BaseModel):
     batch_size: BatchSize = 1
     num_threads: NumThreads = None
     sequence_length: Optional[Union[int, list[int]]] = None
+    #: DeepSparse's fields (``num_cores`` is read as ``num_threads``): see `Pipeline.create`
+    alias: Optional[str] = None
+    scheduler: Optional[str] = None
+    input_shapes: Optional[list[list[int]]] = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deepsparse_names(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = resolve_aliases(data, CREATE_ALIASES)
+        return data
 
 
 def load_pipeline_config(

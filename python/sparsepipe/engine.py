@@ -12,6 +12,7 @@ from . import _engine, models
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "ENGINE_ALIASES",
     "ENGINE_TYPES",
     "Engine",
     "InferenceEngine",
@@ -515,16 +516,23 @@ class OnnxRuntimeEngine:
 ENGINE_TYPES = ("sparsepipe", "onnxruntime")
 
 
+#: other names of the engines: DeepSparse code asks for ``engine_type="deepsparse"``
+ENGINE_ALIASES = {"deepsparse": "sparsepipe"}
+
+
 def check_engine_type(engine_type: Any) -> str:
-    """``engine_type`` if it names an engine (`ENGINE_TYPES`); TypeError for a non-string,
-    ConfigError listing the engines otherwise."""
+    """The engine ``engine_type`` names (one of `ENGINE_TYPES`, or an `ENGINE_ALIASES` key, read
+    as the engine it stands for); TypeError for a non-string, ConfigError listing the engines
+    otherwise."""
     if not isinstance(engine_type, str):
         raise TypeError(
             f"engine_type must be a str, one of {ENGINE_TYPES}, got {type(engine_type).__name__}"
         )
+    engine_type = ENGINE_ALIASES.get(engine_type, engine_type)
     if engine_type not in ENGINE_TYPES:
         raise ConfigError(
-            f"engine_type must be one of {', '.join(map(repr, ENGINE_TYPES))}, got {engine_type!r}"
+            f"engine_type must be one of {', '.join(map(repr, ENGINE_TYPES))} (or 'deepsparse', "
+            f"this engine under DeepSparse's name), got {engine_type!r}"
         )
     return engine_type
 

@@ -23,6 +23,13 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from . import models, registry
+from .aliases import (
+    CREATE_ALIASES,
+    check_input_shapes,
+    check_scheduler,
+    resolve_aliases,
+    warn_context_ignored,
+)
 from .config import PipelineConfig, load_pipeline_config
 from .engine import check_engine_options, check_engine_type, create_engine
 from .errors import ConfigError, InputError
@@ -168,6 +175,9 @@ class Pipeline(ABC):
     #: the input field that takes images (paths, bytes, arrays, PIL images), so a server accepts
     #: uploaded files, raw image bodies and data URLs for it; None for tasks without images
     image_field: ClassVar[Optional[str]] = None
+    #: DeepSparse's names of this task's options and the names they stand for here; both are
+    #: accepted at create time and per call (`sparsepipe.aliases.resolve_aliases`)
+    option_aliases: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -181,6 +191,11 @@ class Pipeline(ABC):
         self._local = _ThreadState()
         self._options: Optional[BaseModel] = None
         self._task_kwargs: dict[str, Any] = {}
+        #: the display name given with ``alias=`` (DeepSparse's), e.g. a server endpoint's name
+        self.alias: Optional[str] = None
+        #: DeepSparse's ``scheduler`` as given (sparsepipe runs every call on all threads)
+        self.scheduler: Optional[str] = None
+        kwargs = resolve_aliases(kwargs, type(self).option_aliases)
         task = type(self).task or type(self).__name__
         schema = type(self).options_schema
         if schema is not None:
@@ -258,13 +273,41 @@ class Pipeline(ABC):
         batch_size: Optional[int] = 1,
         num_threads: Optional[int] = None,
         sequence_length: Optional[Union[int, Sequence[int]]] = None,
+        alias: Optional[str] = None,
+        input_shapes: Optional[Sequence[Any]] = None,
+        scheduler: Any = None,
+        context: Any = None,
         **task_kwargs: Any,
     ) -> Pipeline:
-        """The pipeline registered for ``task`` (name or alias) on ``model_path`` or the default."""
+        """The pipeline registered for ``task`` (name or alias) on ``model_path`` or the default.
+
+        DeepSparse's arguments are accepted too: ``num_cores`` (``num_threads``),
+        ``engine_type="deepsparse"`` (this engine), ``alias`` (a display name, kept as
+        ``pipeline.alias``), ``input_shapes`` (a text model's sequence length or a vision model's
+        input size, as the task reads them), ``scheduler`` (checked and kept; every call runs
+        on all threads) and ``context`` (ignored, with a warning).
+        """
         reg = registry.lookup(task)
+        given = {**task_kwargs, **({} if num_threads is None else {"num_threads": num_threads})}
+        task_kwargs = resolve_aliases(given, CREATE_ALIASES)
+        num_threads = task_kwargs.pop("num_threads", None)
+        if alias is not None and (not isinstance(alias, str) or not alias.strip()):
+            raise ConfigError(f"alias must be a non-empty string, got {alias!r}")
+        scheduler = check_scheduler(scheduler)
+        if context is not None:
+            warn_context_ignored()
         kwargs = dict(task_kwargs)
         if sequence_length is not None:
             kwargs["sequence_length"] = sequence_length
+        if input_shapes is not None:
+            derived = reg.cls.input_shapes_options(check_input_shapes(input_shapes))
+            for key, value in derived.items():
+                if kwargs.get(key) is not None and kwargs[key] != value:
+                    raise ConfigError(
+                        f"input_shapes={input_shapes!r} sets {key}={value!r}, but "
+                        f"{key}={kwargs[key]!r} was given too; give only one of them"
+                    )
+                kwargs[key] = value
         if model_path is None:
             model_path = reg.default_model_path
         pipeline = reg.cls(
@@ -274,8 +317,19 @@ class Pipeline(ABC):
             num_threads=num_threads,
             **kwargs,
         )
-        pipeline._task_kwargs = {k: v for k, v in task_kwargs.items()}
+        pipeline._task_kwargs = resolve_aliases(task_kwargs, reg.cls.option_aliases)
+        pipeline.alias = alias
+        pipeline.scheduler = scheduler
         return pipeline
+
+    @classmethod
+    def input_shapes_options(cls, shapes: list[list[int]]) -> dict[str, Any]:
+        """The task options DeepSparse's ``input_shapes`` stands for (e.g. a text model's
+        ``sequence_length``); a task that takes no fixed input shape raises ConfigError."""
+        raise ConfigError(
+            f"task {cls.task or cls.__name__!r} does not take input_shapes; its inputs' shapes "
+            "follow from each call"
+        )
 
     @staticmethod
     def from_config(
@@ -290,6 +344,9 @@ class Pipeline(ABC):
             batch_size=config.batch_size,
             num_threads=config.num_threads,
             sequence_length=config.sequence_length,
+            alias=config.alias,
+            scheduler=config.scheduler,
+            input_shapes=config.input_shapes,
             **config.kwargs,
         )
 
@@ -315,6 +372,8 @@ class Pipeline(ABC):
             batch_size=self.batch_size,
             num_threads=self.num_threads,
             sequence_length=sequence_length,
+            alias=self.alias,
+            scheduler=self.scheduler,
             kwargs=kwargs,
         )
 
@@ -378,6 +437,8 @@ class Pipeline(ABC):
         keyword arguments named in ``options_schema`` override the task options for this call."""
         overrides = {}
         schema = self.options_schema
+        if self.option_aliases:
+            kwargs = resolve_aliases(kwargs, self.option_aliases)
         if schema is not None:
             for name in list(kwargs):
                 if name in schema.model_fields:

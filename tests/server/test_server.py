@@ -150,7 +150,7 @@ MALFORMED = [
     ("/v2/models/sentiment/infer", {"json": {"sequences": True}}, 422),
     ("/v2/models/sentiment/infer", {"json": {"sequences": {"a": 1}}}, 422),
     ("/v2/models/sentiment/infer", {"json": {"sequences": [1, 2]}}, 422),
-    ("/v2/models/sentiment/infer", {"json": {"sequences": [["a"]]}}, 422),
+    ("/v2/models/sentiment/infer", {"json": {"sequences": [["a", "b", "c"]]}}, 422),
     ("/v2/models/sentiment/infer", {"json": {"sequences": [["a", "b", "c"]]}}, 422),
     ("/v2/models/sentiment/infer", {"json": {"sequences": [[1, 2]]}}, 422),
     ("/v2/models/sentiment/infer", {"json": {"sequences": "x", "top_k": 2}}, 422),

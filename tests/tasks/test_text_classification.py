@@ -142,7 +142,7 @@ def test_empty_inputs(pipe):
         {"sequences": 5},
         {"sequences": [1, 2]},
         {"sequences": None},
-        {"sequences": [["only one"]]},
+        {"sequences": [[]]},
         {"sequences": [["a", "b", "c"]]},
         {"sequences": b"bytes"},
         {},

@@ -56,8 +56,8 @@ def test_classifier_batches_of_mixed_sizes(shared_dir, images, batch_size, ort_r
     out = pipe(batch)
     assert len(out.labels) == len(batch)
     single = [pipe(item) for item in batch]
-    assert [s.labels[0] for s in single] == out.labels
-    np.testing.assert_allclose([s.scores[0] for s in single], out.scores, atol=1e-4)
+    assert [s.labels for s in single] == out.labels  # one image alone: its labels, flat
+    np.testing.assert_allclose([s.scores for s in single], out.scores, atol=1e-4)
 
 
 def test_classifier_agrees_with_onnxruntime(shared_dir, images):
@@ -73,7 +73,7 @@ def test_classifier_agrees_with_onnxruntime(shared_dir, images):
 def test_classifier_options(classifier, images, tmp_path):
     path = images / "coffee.png"
     assert isinstance(classifier(path, top_k=1).labels[0], str)
-    raw = classifier(path, top_k=2, function_to_apply="none").scores[0]
+    raw = classifier(path, top_k=2, function_to_apply="none").scores
     assert raw[0] > 1.0  # logits, not probabilities
     sig = classifier(path, top_k=1, function_to_apply="sigmoid").scores[0]
     assert 0.5 < sig < 1.0
@@ -95,7 +95,7 @@ def test_corrupt_image_names_its_index(classifier, images):
             classifier([good, bad, good])
     with pytest.raises(InputError, match="image 0"):
         classifier(images / "missing.png")
-    assert classifier(good).labels[0][0] == "espresso"  # still usable
+    assert classifier(good).labels[0] == "espresso"  # still usable
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,9 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str
-    name: Optional[str] = Field(default=None, description="URL name; default: the task name")
+    name: Optional[str] = Field(
+        default=None, description="URL name; default: kwargs' alias, else the task name"
+    )
     model: Optional[str] = Field(default=None, description="model path; default: the task's")
     batch_size: BatchSize = 1
     kwargs: dict[str, Any] = Field(default_factory=dict, description="task options")
@@ -48,7 +50,8 @@ class EndpointConfig(BaseModel):
     @model_validator(mode="after")
     def _default_name(self) -> EndpointConfig:
         if self.name is None:
-            self.name = self.task
+            alias = self.kwargs.get("alias")  # DeepSparse's display name of a pipeline
+            self.name = alias if isinstance(alias, str) and alias else self.task
         if not _NAME.match(self.name):
             raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
         if self.route is not None and not self.route.startswith("/"):

@@ -74,6 +74,17 @@ class TextPipeline(Pipeline):
     #: the input field the generated example sentences go in (`example_inputs`)
     example_field: ClassVar[str] = "sequences"
 
+    @classmethod
+    def input_shapes_options(cls, shapes: list[list[int]]) -> dict[str, Any]:
+        """``sequence_length`` from ``[batch, length]`` shapes (one, or one per model input)."""
+        lengths = {s[1] for s in shapes if len(s) == 2}
+        if len(lengths) != 1 or any(len(s) != 2 for s in shapes):
+            raise ConfigError(
+                f"input_shapes for {cls.task} are [batch, sequence_length] shapes with one "
+                f"sequence length, got {shapes}"
+            )
+        return {"sequence_length": lengths.pop()}
+
     def __init__(
         self, *, sequence_length: Optional[Union[int, Sequence[int]]] = None, **kwargs: Any
     ) -> None:

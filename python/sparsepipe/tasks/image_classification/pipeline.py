@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from ...errors import ConfigError, ModelLoadError
 from ...pipeline import BatchFields, EngineInputs, Pipeline
 from .._examples import example_images
 from .._images import load_images
-from .._vision import class_names_from
+from .._vision import class_names_from, image_size_from_shapes, image_size_option
 from .processing import ImagePreprocessing
 from .schemas import (
     ImageClassificationInput,
@@ -33,11 +33,19 @@ class ImageClassificationPipeline(Pipeline):
     output_schema = ImageClassificationOutput
     fixed_engine_batch = True
     options_schema = ImageClassificationOptions
-    batch_fields = BatchFields(("images",), ("labels", "scores"))
+    batch_fields = BatchFields(("images",), ("labels", "scores"), unwrap_single=True)
     image_field = "images"
 
-    def __init__(self, *, class_names: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        class_names: Any = None,
+        image_size: Optional[Union[int, tuple[int, int]]] = None,
+        **kwargs: Any,
+    ) -> None:
         self._class_names_option = class_names
+        self._image_size_option = image_size
+        wanted = None if image_size is None else image_size_option(image_size)
         super().__init__(**kwargs)
         self.class_names = class_names_from(self.model.json("config.json"), class_names)
         names = self.engine.input_names
@@ -48,6 +56,13 @@ class ImageClassificationPipeline(Pipeline):
                 f"[batch, 3, H, W]; this one takes {names} with shape {shape}"
             )
         fixed = (shape[2], shape[3]) if all(isinstance(d, int) for d in shape[2:]) else None
+        if wanted is not None:
+            if fixed is not None and wanted != fixed:
+                raise ConfigError(
+                    f"the model's input size is fixed at {fixed}; leave image_size unset or give "
+                    "that size"
+                )
+            fixed = wanted
         config = self.model.json("preprocessor_config.json")
         self.preprocessing = ImagePreprocessing.from_config(config or None, fixed)
         out = self.preprocessing.output_size()
@@ -63,7 +78,14 @@ class ImageClassificationPipeline(Pipeline):
         names = self._class_names_option
         if names is not None:
             out["class_names"] = names if isinstance(names, (list, dict)) else str(names)
+        if self._image_size_option is not None:
+            out["image_size"] = list(image_size_option(self._image_size_option))
         return out
+
+    @classmethod
+    def input_shapes_options(cls, shapes: list[list[int]]) -> dict[str, Any]:
+        """``image_size`` (height, width) from an NCHW ``[batch, 3, H, W]`` shape."""
+        return image_size_from_shapes(cls.task, shapes)
 
     def example_inputs(self, batch_size: int, tokens: Optional[int] = None) -> tuple[dict, str]:
         """The sample images beside a source checkout in turn, else a synthetic image."""
@@ -73,10 +95,11 @@ class ImageClassificationPipeline(Pipeline):
     def process_inputs(self, inputs: ImageClassificationInput) -> EngineInputs:
         """Preprocessed ``[N, 3, H, W]`` pixels."""
         images = load_images(inputs.images)
+        single = not isinstance(inputs.images, (list, tuple))
         if not images:
-            return EngineInputs([], {"count": 0})
+            return EngineInputs([], {"count": 0, "single": single})
         pixels = self.preprocessing.preprocess_batch(images).astype(self._dtype, copy=False)
-        return EngineInputs([pixels], {"count": len(images)})
+        return EngineInputs([pixels], {"count": len(images), "single": single})
 
     def engine_forward(self, engine_inputs: Any) -> list[np.ndarray]:
         """The base batching, skipped for an empty batch."""
@@ -104,9 +127,16 @@ class ImageClassificationPipeline(Pipeline):
         return logits
 
     def process_engine_outputs(
-        self, engine_outputs: list[np.ndarray], *, count: int = 0, **kwargs: Any
+        self,
+        engine_outputs: list[np.ndarray],
+        *,
+        count: int = 0,
+        single: bool = False,
+        **kwargs: Any,
     ) -> ImageClassificationOutput:
-        """Scores per image, sorted, cut to ``top_k``."""
+        """The ``top_k`` labels and scores, best first: of the image itself when one image (not
+        a list) was given, else one list per image (also at ``top_k=1``), as in Hugging Face and
+        DeepSparse."""
         if count == 0:
             return ImageClassificationOutput(labels=[], scores=[])
         top_k = self.options.top_k
@@ -116,12 +146,8 @@ class ImageClassificationPipeline(Pipeline):
         for row in logits:
             probs = self._scores(row)
             order = np.argsort(-probs, kind="stable")[:top_k]
-            names = [self.class_names.get(int(i), f"LABEL_{int(i)}") for i in order]
-            values = [float(probs[i]) for i in order]
-            if top_k == 1:
-                labels.append(names[0])
-                scores.append(values[0])
-            else:
-                labels.append(names)
-                scores.append(values)
+            labels.append([self.class_names.get(int(i), f"LABEL_{int(i)}") for i in order])
+            scores.append([float(probs[i]) for i in order])
+        if single:
+            return ImageClassificationOutput(labels=labels[0], scores=scores[0])
         return ImageClassificationOutput(labels=labels, scores=scores)

@@ -40,7 +40,8 @@ class ImageClassificationOptions(BaseModel):
 
 
 class ImageClassificationOutput(BaseModel):
-    """Per image: a label and score, or lists sorted by score when ``top_k > 1``."""
+    """The ``top_k`` labels and scores, best first: flat for one image given alone, one list per
+    image for a list of images (also at ``top_k=1``)."""
 
     labels: list[Union[str, list[str]]]
     scores: list[Union[float, list[float]]]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from collections.abc import Mapping
+from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -11,25 +12,12 @@ from ...errors import ConfigError, InputError, ModelLoadError
 from ...pipeline import BatchFields, EngineInputs, Pipeline
 from .._examples import example_images
 from .._images import load_images
-from .._vision import class_names_from
+from .._vision import class_names_from, image_size_from_shapes, image_size_option
 from .annotate import annotate as draw_detections
 from .processing import detect_layout, letterbox, postprocess_detections, to_model_input
 from .schemas import ObjectDetectionInput, ObjectDetectionOptions, ObjectDetectionOutput
 
 __all__ = ["ObjectDetectionPipeline"]
-
-
-def _size(value: Any) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-        and all(v >= 32 for v in value)
-    ):
-        return int(value[0]), int(value[1])
-    raise ConfigError(f"image_size must be an int or (height, width) of ints >= 32, got {value!r}")
 
 
 @Pipeline.register(
@@ -48,6 +36,15 @@ class ObjectDetectionPipeline(Pipeline):
     fixed_engine_batch = True
     batch_fields = BatchFields(("images",), ("boxes", "scores", "labels"))
     image_field = "images"
+    option_aliases: ClassVar[Mapping[str, str]] = {
+        "conf_thres": "conf_threshold",
+        "iou_thres": "iou_threshold",
+    }
+
+    @classmethod
+    def input_shapes_options(cls, shapes: list[list[int]]) -> dict[str, Any]:
+        """``image_size`` (height, width) from an NCHW ``[batch, 3, H, W]`` shape."""
+        return image_size_from_shapes(cls.task, shapes)
 
     def __init__(
         self,
@@ -75,13 +72,13 @@ class ObjectDetectionPipeline(Pipeline):
         fixed = [d for d in shape[2:] if isinstance(d, int)]
         if len(fixed) == 2:
             self.image_size = (int(shape[2]), int(shape[3]))
-            if image_size is not None and _size(image_size) != self.image_size:
+            if image_size is not None and image_size_option(image_size) != self.image_size:
                 raise ConfigError(
                     f"the model's input size is fixed at {self.image_size}; "
                     "leave image_size unset or give that size"
                 )
         else:
-            self.image_size = _size(640 if image_size is None else image_size)
+            self.image_size = image_size_option(640 if image_size is None else image_size)
         self._dtype = np.dtype(self.engine.input_dtypes[0] or "float32")
         out_shape = self.engine.output_shapes[0]
         num_classes = len(self.class_names) or None

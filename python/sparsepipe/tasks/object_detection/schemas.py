@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ObjectDetectionInput", "ObjectDetectionOptions", "ObjectDetectionOutput"]
+__all__ = [
+    "ImageDetections",
+    "ObjectDetectionInput",
+    "ObjectDetectionOptions",
+    "ObjectDetectionOutput",
+]
 
 
 class ObjectDetectionInput(BaseModel):
@@ -30,9 +36,33 @@ class ObjectDetectionOptions(BaseModel):
     classes: Optional[list[int]] = Field(default=None, description="keep only these class ids")
 
 
+class ImageDetections(NamedTuple):
+    """One image's detections: boxes ``[x1, y1, x2, y2]``, scores and labels, best first."""
+
+    boxes: list[list[float]]
+    scores: list[float]
+    labels: list[str]
+
+
 class ObjectDetectionOutput(BaseModel):
-    """Per image: boxes ``[x1, y1, x2, y2]`` in original pixels, scores and labels, best first."""
+    """Per image: boxes ``[x1, y1, x2, y2]`` in original pixels, scores and labels, best first.
+
+    As in DeepSparse, it also reads per image: ``for boxes, scores, labels in out`` and
+    ``out[i].labels`` (an `ImageDetections`); ``len(out)`` is the number of images.
+    """
 
     boxes: list[list[list[float]]]
     scores: list[list[float]]
     labels: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, index: int) -> ImageDetections:
+        """The detections of image ``index``."""
+        return ImageDetections(self.boxes[index], self.scores[index], self.labels[index])
+
+    def __iter__(self) -> Iterator[ImageDetections]:  # type: ignore[override]
+        """Each image's detections, in input order."""
+        for i in range(len(self.boxes)):
+            yield self[i]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
@@ -32,6 +33,12 @@ class QuestionAnsweringPipeline(TextPipeline):
     input_schema = QuestionAnsweringInput
     output_schema = QuestionAnsweringOutput
     options_schema = QuestionAnsweringOptions
+    option_aliases: ClassVar[Mapping[str, str]] = {
+        "max_answer_length": "max_answer_len",
+        "max_question_length": "max_question_len",
+        "n_best_size": "top_k",
+        "version_2_with_negative": "handle_impossible_answer",
+    }
     batch_fields = BatchFields(
         ("question", "context"),
         ("answer", "score", "start", "end", "answers"),

@@ -56,7 +56,7 @@ class TextClassificationPipeline(TextPipeline):
         """Tokenized rows, one per sequence (pairs encoded as text pairs)."""
         seqs = inputs.sequences
         items = [seqs] if isinstance(seqs, str) else seqs
-        texts = [s if isinstance(s, str) else (s[0], s[1]) for s in items]
+        texts = [s if isinstance(s, str) else s[0] if len(s) == 1 else (s[0], s[1]) for s in items]
         check_encodable(texts, "sequences")
         return EngineInputs(self.encode(texts))
 

@@ -15,7 +15,8 @@ class TextClassificationInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sequences: Union[StrictStr, list[Union[StrictStr, list[StrictStr]]]] = Field(
-        description="a string, a list of strings, or a list of [text, text_pair] pairs"
+        description="a string, or a list of strings, [text] lists (one text each, as DeepSparse "
+        "reads them) or [text, text_pair] pairs"
     )
 
     @field_validator("sequences")
@@ -23,10 +24,10 @@ class TextClassificationInput(BaseModel):
     def _pairs_have_two(cls, v):
         if isinstance(v, list):
             for i, item in enumerate(v):
-                if isinstance(item, list) and len(item) != 2:
+                if isinstance(item, list) and len(item) not in (1, 2):
                     raise ValueError(
                         f"item {i} is a list of {len(item)} strings; a text pair is "
-                        "[text, text_pair] (exactly 2)"
+                        "[text, text_pair] (exactly 2), a single text [text] or a string"
                     )
         return v
 

@@ -112,6 +112,7 @@ class TokenClassificationPipeline(TextPipeline):
                         start=e.get("start"),
                         end=e.get("end"),
                         index=e.get("index"),
+                        is_grouped=opts.aggregation_strategy != "none",
                     )
                     for e in entities
                 ]

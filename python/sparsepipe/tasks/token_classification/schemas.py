@@ -56,6 +56,9 @@ class TokenClassificationResult(BaseModel):
     start: Optional[int]
     end: Optional[int]
     index: Optional[int] = None
+    #: whether this entity groups tokens (an aggregation strategy other than "none"), as
+    #: DeepSparse's results say
+    is_grouped: bool = False
 
 
 class TokenClassificationOutput(BaseModel):
