@@ -114,5 +114,5 @@ def warn_context_ignored() -> None:
         "sparsepipe engines with the same num_threads already share one thread pool, which is "
         "what a DeepSparse Context is for",
         UserWarning,
-        stacklevel=4,
+        stacklevel=3,
     )
