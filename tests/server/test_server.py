@@ -52,6 +52,12 @@ def test_health_and_metadata(server):
     assert c.get("/v2").json()["name"] == "sparsepipe"
     meta = c.get("/v2/models/sentiment").json()
     assert meta["task"] == "text-classification" and "sequences" in json.dumps(meta["inputs"])
+    assert meta["inputs"] == [{"name": "sequences", "datatype": "BYTES", "shape": [-1]}]
+    assert [(t["name"], t["datatype"]) for t in meta["outputs"]] == [
+        ("labels", "BYTES"),
+        ("scores", "FP32"),
+    ]
+    assert meta["input_schema"]["title"] == "TextClassificationInput"
     assert c.get("/v2/models/token-classification/ready").json()["ready"] is True
     for path in ("/v2/models/nope", "/v2/models/nope/ready"):
         r = c.get(path)

@@ -25,6 +25,7 @@ from ..pipeline import Pipeline
 from .batching import DynamicBatcher
 from .config import EndpointConfig, ServerConfig, load_server_config
 from .metrics import ServerMetrics
+from .tensors import describe_fields
 
 __all__ = ["create_app"]
 
@@ -59,8 +60,10 @@ class _Endpoint:
             "task": self.pipeline.task,
             "model": str(self.pipeline.model_path),
             "batch_size": self.pipeline.batch_size,
-            "inputs": self.pipeline.input_schema.model_json_schema(),
-            "outputs": self.pipeline.output_schema.model_json_schema(),
+            "inputs": describe_fields(self.pipeline.input_schema, outputs=False),
+            "outputs": describe_fields(self.pipeline.output_schema, outputs=True),
+            "input_schema": self.pipeline.input_schema.model_json_schema(),
+            "output_schema": self.pipeline.output_schema.model_json_schema(),
         }
 
 
