@@ -1,4 +1,5 @@
-"""The HTTP server: KServe v2 routes with each task's own JSON bodies, SageMaker routes, metrics.
+"""The HTTP server: KServe v2 routes taking each task's own JSON bodies or Open Inference Protocol
+v2 tensors, SageMaker routes, metrics.
 
 Pipelines are built before the app is returned, so a bad model or option fails before serving.
 Each request runs its pipeline in a worker thread (the engine releases the GIL), so the event
@@ -7,6 +8,7 @@ loop keeps accepting requests while models run.
 
 import base64
 import binascii
+import json
 import logging
 import os
 import time
@@ -17,6 +19,7 @@ import anyio
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
@@ -25,7 +28,14 @@ from ..pipeline import Pipeline
 from .batching import DynamicBatcher
 from .config import EndpointConfig, ServerConfig, load_server_config
 from .metrics import ServerMetrics
-from .tensors import describe_fields
+from .tensors import (
+    HEADER_LENGTH,
+    TensorError,
+    describe_fields,
+    encode_response,
+    is_tensor_request,
+    parse_request,
+)
 
 __all__ = ["create_app"]
 
@@ -161,19 +171,19 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, _Endpoint]] = None)
     app.state.metrics = metrics
     app.state.config = config
 
-    async def run(ep: _Endpoint, body: BaseModel) -> Any:
+    async def run(ep: _Endpoint, body: BaseModel, options: Optional[dict[str, Any]] = None) -> Any:
         received = time.perf_counter()
         started = 0.0
 
         def call() -> tuple[Any, Any]:
             nonlocal started
             started = time.perf_counter()
-            out = ep.pipeline(body)
+            out = ep.pipeline(body, **(options or {}))
             return out, ep.pipeline.timings
 
         status = 500
         try:
-            if ep.batcher is not None:
+            if ep.batcher is not None and not options:
                 merged = await ep.batcher.submit(body)
                 out, timings, queue_s, items = (
                     merged.output,
@@ -291,14 +301,65 @@ def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
                 return _error(400, str(e))
         return await run(ep, body)
 
+    async def infer_tensors(request: Request) -> Response:
+        header = request.headers.get(HEADER_LENGTH)
+        raw = await request.body()
+        try:
+            if header is not None:
+                if not header.isdigit() or int(header) > len(raw):
+                    raise TensorError(
+                        f"Inference-Header-Content-Length {header!r} is not a length within the "
+                        f"{len(raw)}-byte body"
+                    )
+                head, binary = raw[: int(header)], raw[int(header) :]
+            else:
+                head, binary = raw, b""
+            try:
+                payload = json.loads(head)
+            except ValueError as e:
+                raise TensorError(f"the request's JSON header is not valid JSON: {e}") from None
+            fields = list(input_model.model_fields)
+            parsed = parse_request(payload, binary, fields, image_field)
+            if image_field is not None and image_field in parsed.fields:
+                parsed.fields[image_field] = _decode_images(parsed.fields[image_field])
+            try:
+                body = input_model.model_validate(parsed.fields)
+            except ValidationError as e:
+                raise TensorError(_validation_message(e)) from None
+        except InputError as e:
+            app.state.metrics.requests.labels(ep.name, "400").inc()
+            return _error(400, str(e))
+        result = await run(ep, body, parsed.options)
+        if isinstance(result, Response):
+            if result.status_code == 422:
+                detail = json.loads(bytes(result.body)).get("detail", [])
+                return _error(400, "; ".join(_where_msg(d) for d in detail) or "invalid request")
+            return result
+        try:
+            content, json_length = encode_response(ep.name, parsed, result)
+        except TensorError as e:
+            return _error(400, str(e))
+        if json_length is None:
+            return Response(content, media_type="application/json")
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_length)},
+        )
+
     summary = f"{ep.pipeline.task} on {ep.name}"
-    app.post(
+    app.router.add_api_route(
         f"/v2/models/{ep.name}/infer",
+        infer,
+        methods=["POST"],
         response_model=output_model,
         tags=[ep.name],
         summary=summary,
+        description="Takes the task's own JSON schema, or Open Inference Protocol v2 tensors "
+        "(JSON, or with the binary tensor extension).",
         name=f"infer_{ep.name}",
-    )(infer)
+        route_class_override=_tensor_route(infer_tensors),
+    )
     if ep.config.route:
         app.post(ep.config.route, response_model=output_model, tags=[ep.name], summary=summary)(
             infer
@@ -316,6 +377,41 @@ def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
             summary=f"{summary}, images uploaded as files",
             name=f"infer_files_{ep.name}",
         )(infer_files)
+
+
+def _where_msg(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    return f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", ""))
+
+
+def _validation_message(e: ValidationError) -> str:
+    return "; ".join(_where_msg(dict(err)) for err in e.errors(include_url=False))
+
+
+def _tensor_route(handle: Any) -> type[APIRoute]:
+    """A route class that answers Open Inference Protocol tensor requests with ``handle`` and
+    passes every other request to the route's own (schema-validated) handler."""
+
+    class TensorAwareRoute(APIRoute):
+        def get_route_handler(self) -> Any:
+            default = super().get_route_handler()
+
+            async def route(request: Request) -> Response:
+                if request.headers.get(HEADER_LENGTH) is not None:
+                    return await handle(request)
+                raw = await request.body()
+                if b'"datatype"' in raw:
+                    try:
+                        payload = json.loads(raw)
+                    except ValueError:
+                        payload = None
+                    if is_tensor_request(payload):
+                        return await handle(request)
+                return await default(request)
+
+            return route
+
+    return TensorAwareRoute
 
 
 def _add_sagemaker_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
@@ -336,8 +432,6 @@ def _add_sagemaker_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
                 return _error(415, f"{ep.pipeline.task} takes application/json, not {content_type}")
             body = input_model(**{image_field: [data]})
         elif content_type in ("application/json", ""):
-            import json
-
             try:
                 payload = json.loads(data or b"null")
                 if image_field is not None and isinstance(payload, dict):
