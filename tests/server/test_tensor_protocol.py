@@ -52,26 +52,36 @@ def test_text_classification_through_tritonclient(served, binary):
     assert two.as_numpy("labels").shape == (2, 2)  # per-call options as request parameters
 
 
-def test_token_classification_entities_are_json(served):
+@pytest.mark.parametrize("binary", [True, False])
+def test_token_classification_entities_are_json(served, binary):
     _, client = served
     text = "My name is Sarah Jessica Parker and I live in London"
     tensor = httpclient.InferInput("inputs", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([text], dtype=object))
-    result = client.infer("token-classification", [tensor])
+    tensor.set_data_from_numpy(np.array([text], dtype=object), binary_data=binary)
+    wanted = [httpclient.InferRequestedOutput("predictions", binary_data=binary)]
+    result = client.infer("token-classification", [tensor], outputs=wanted)
     entities = [json.loads(v) for v in _strings(result.as_numpy("predictions"))]
     expected = Pipeline.create("ner", aggregation_strategy="simple")([text])
     assert entities == [[e.model_dump() for e in expected.predictions[0]]]
 
 
-def test_image_classification_takes_encoded_images(served, shared_dir):
+@pytest.mark.parametrize("binary", [True, False])
+def test_image_classification_takes_encoded_images(served, shared_dir, binary):
+    import base64
+
     _, client = served
     images = [
         (shared_dir / "samples" / "images" / name).read_bytes()
         for name in ("coffee.png", "chelsea.png")
     ]
     tensor = httpclient.InferInput("images", [2], "BYTES")
-    tensor.set_data_from_numpy(np.array(images, dtype=object))
-    result = client.infer("classifier", [tensor])
+    if binary:
+        tensor.set_data_from_numpy(np.array(images, dtype=object))
+    else:  # JSON strings: the images as data URLs
+        urls = ["data:image/png;base64," + base64.b64encode(i).decode() for i in images]
+        tensor.set_data_from_numpy(np.array(urls, dtype=object), binary_data=False)
+    wanted = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("labels", "scores")]
+    result = client.infer("classifier", [tensor], outputs=wanted)
     expected = Pipeline.create("image-classification", top_k=2)(images)
     labels = result.as_numpy("labels")
     assert labels.shape == (2, 2)

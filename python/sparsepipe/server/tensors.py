@@ -177,7 +177,10 @@ def _from_binary(where: str, datatype: str, raw: bytes, count: int) -> np.ndarra
 def _from_json(where: str, datatype: str, data: Any, count: int) -> np.ndarray:
     flat = _flatten(data)
     if len(flat) != count:
-        raise TensorError(f"{where}: data holds {len(flat)} values, its shape {count}")
+        raise TensorError(
+            f"{where}: data holds {len(flat)} values, its shape {count}; give one "
+            "value per element of the shape"
+        )
     if datatype == "BYTES":
         if not all(isinstance(x, str) for x in flat):
             raise TensorError(f"{where}: BYTES data must be strings in JSON")
