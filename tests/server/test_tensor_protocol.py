@@ -133,6 +133,20 @@ def _post(server, body, headers=None):
             },
             "no output named 'logits'",
         ),
+        (
+            {
+                "inputs": [{"name": "sequences", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                "parameters": ["top_k"],
+            },
+            "parameters must be an object",
+        ),
+        (
+            {
+                "inputs": [{"name": "sequences", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                "parameters": {"top_k": 0},
+            },
+            "top_k",
+        ),
     ],
 )
 def test_malformed_tensor_requests_get_400(served, body, match):
@@ -163,6 +177,8 @@ def test_truncated_binary_part_gets_400(served):
     assert r.status_code == 400 and "binary" in r.json()["error"]
     r = _post(server, b"{}", {"Inference-Header-Content-Length": "99"})
     assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
+    r = _post(server, b'{"inputs": [', {"Inference-Header-Content-Length": "12"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     assert client.is_server_live()
 
 

@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import ConfigError, InputError, SparsepipeError
 from ..pipeline import Pipeline
 from .batching import DynamicBatcher
-from .config import EndpointConfig, ServerConfig, load_server_config
+from .config import EndpointConfig, ServerConfig, field_path, load_server_config
 from .metrics import ServerMetrics
 from .tensors import (
     HEADER_LENGTH,
@@ -301,23 +301,23 @@ def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
                 return _error(400, str(e))
         return await run(ep, body)
 
-    async def infer_tensors(request: Request) -> Response:
+    async def infer_tensors(request: Request, payload: Any) -> Response:
         header = request.headers.get(HEADER_LENGTH)
         raw = await request.body()
         try:
-            if header is not None:
+            if payload is not None:
+                binary = b""
+            elif header is not None:
                 if not header.isdigit() or int(header) > len(raw):
                     raise TensorError(
                         f"Inference-Header-Content-Length {header!r} is not a length within the "
                         f"{len(raw)}-byte body"
                     )
                 head, binary = raw[: int(header)], raw[int(header) :]
-            else:
-                head, binary = raw, b""
-            try:
-                payload = json.loads(head)
-            except ValueError as e:
-                raise TensorError(f"the request's JSON header is not valid JSON: {e}") from None
+                try:
+                    payload = json.loads(head)
+                except ValueError as e:
+                    raise TensorError(f"the request's JSON header is not valid JSON: {e}") from None
             fields = list(input_model.model_fields)
             parsed = parse_request(payload, binary, fields, image_field)
             if image_field is not None and image_field in parsed.fields:
@@ -380,8 +380,7 @@ def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
 
 
 def _where_msg(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-    return f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", ""))
+    return f"{field_path(tuple(p for p in err.get('loc', ()) if p != 'body'))}: {err.get('msg')}"
 
 
 def _validation_message(e: ValidationError) -> str:
@@ -389,8 +388,9 @@ def _validation_message(e: ValidationError) -> str:
 
 
 def _tensor_route(handle: Any) -> type[APIRoute]:
-    """A route class that answers Open Inference Protocol tensor requests with ``handle`` and
-    passes every other request to the route's own (schema-validated) handler."""
+    """A route class that answers Open Inference Protocol tensor requests with ``handle(request,
+    payload)`` (payload: the parsed JSON body, or None when the JSON is a binary request's header)
+    and passes every other request to the route's own (schema-validated) handler."""
 
     class TensorAwareRoute(APIRoute):
         def get_route_handler(self) -> Any:
@@ -398,7 +398,7 @@ def _tensor_route(handle: Any) -> type[APIRoute]:
 
             async def route(request: Request) -> Response:
                 if request.headers.get(HEADER_LENGTH) is not None:
-                    return await handle(request)
+                    return await handle(request, None)
                 raw = await request.body()
                 if b'"datatype"' in raw:
                     try:
@@ -406,7 +406,7 @@ def _tensor_route(handle: Any) -> type[APIRoute]:
                     except ValueError:
                         payload = None
                     if is_tensor_request(payload):
-                        return await handle(request)
+                        return await handle(request, payload)
                 return await default(request)
 
             return route

@@ -13,7 +13,7 @@ from ..config import BatchSize, NumThreads, read_config_file
 from ..errors import ConfigError
 from ..registry import normalize_task, registered_tasks
 
-__all__ = ["EndpointConfig", "ServerConfig", "load_server_config"]
+__all__ = ["EndpointConfig", "ServerConfig", "field_path", "load_server_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -80,7 +80,8 @@ class ServerConfig(BaseModel):
         return self
 
 
-def _where(loc: tuple[Union[str, int], ...]) -> str:
+def field_path(loc: tuple[Union[str, int], ...]) -> str:
+    """A validation error location as a path: ``endpoints[0].batch_size``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -99,5 +100,5 @@ def load_server_config(
     try:
         return ServerConfig.model_validate(dict(source))
     except ValidationError as e:
-        lines = [f"  {_where(err['loc'])}: {err['msg']}" for err in e.errors()]
+        lines = [f"  {field_path(err['loc'])}: {err['msg']}" for err in e.errors()]
         raise ConfigError("invalid server config:\n" + "\n".join(lines)) from e
