@@ -61,6 +61,62 @@ class BatchFields:
     #: a request that sent one item, not a list, gets each output field's single entry back
     unwrap_single: bool = False
 
+    def check(self, input_model: type[BaseModel], output_model: type[BaseModel]) -> None:
+        """ConfigError unless every named field exists in the task's input/output models."""
+        for kind, names, model in (
+            ("input", self.inputs, input_model),
+            ("output", self.outputs, output_model),
+        ):
+            missing = [n for n in names if n not in model.model_fields]
+            if missing or not names:
+                raise ConfigError(
+                    f"batch_fields names {kind} field(s) {missing or '(none)'} that "
+                    f"{model.__name__} does not have; its fields: {', '.join(model.model_fields)}"
+                )
+
+    def count(self, body: BaseModel) -> int:
+        """The number of items in ``body`` (one value counts as one)."""
+        return len(_as_list(getattr(body, self.inputs[0]))[0])
+
+    def merge(
+        self, bodies: Sequence[BaseModel], input_model: type[BaseModel]
+    ) -> tuple[BaseModel, list[int], list[bool]]:
+        """One input holding every item of ``bodies`` in order, each body's item count, and
+        whether each body sent one value rather than a list."""
+        merged: dict[str, list[Any]] = {f: [] for f in self.inputs}
+        counts, singles = [], []
+        for body in bodies:
+            single = False
+            for f in self.inputs:
+                values, single = _as_list(getattr(body, f))
+                merged[f].extend(values)
+            counts.append(len(_as_list(getattr(body, self.inputs[0]))[0]))
+            singles.append(single)
+        return input_model(**merged), counts, singles
+
+    def split(
+        self,
+        output: BaseModel,
+        output_model: type[BaseModel],
+        counts: Sequence[int],
+        singles: Sequence[bool],
+    ) -> list[BaseModel]:
+        """The output of a merged call cut back into one output per merged body."""
+        parts, offset = [], 0
+        for n, single in zip(counts, singles):
+            part = {f: getattr(output, f)[offset : offset + n] for f in self.outputs}
+            if single and self.unwrap_single:
+                part = {f: v[0] for f, v in part.items()}
+            offset += n
+            parts.append(output_model(**part))
+        return parts
+
+
+def _as_list(value: Any) -> tuple[list[Any], bool]:
+    if isinstance(value, list):
+        return value, False
+    return [value], True
+
 
 @dataclass(frozen=True)
 class StageTimings:

@@ -159,6 +159,23 @@ def _serve(args: argparse.Namespace) -> int:
         config["integration"] = args.integration
     if args.max_request_bytes is not None:
         config["max_request_bytes"] = args.max_request_bytes
+    if args.backend == "ray":
+        from ..ray import require_ray
+
+        require_ray("sparsepipe serve --backend ray")
+        from ..ray.serve import run
+
+        run(
+            config,
+            address=args.address,
+            host=args.host,
+            port=args.port,
+            proxy_location=args.proxy_location or "EveryNode",
+        )
+        return 0
+    for flag, value in (("--address", args.address), ("--proxy-location", args.proxy_location)):
+        if value is not None:
+            raise ConfigError(f"{flag} is a Ray Serve setting; it needs --backend ray")
     serve(config, host=args.host, port=args.port)
     return 0
 
@@ -225,6 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--num-threads", type=int, default=None)
     srv.add_argument("--integration", choices=["local", "sagemaker"], default=None)
     srv.add_argument("--max-request-bytes", type=int, default=None)
+    srv.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (uvicorn); ray: Ray Serve, one deployment per endpoint "
+        "(needs the ray extra)",
+    )
+    srv.add_argument(
+        "--address",
+        default=None,
+        help="with --backend ray: the Ray cluster (auto, ray://host:10001, host:port); "
+        "default: start a local one",
+    )
+    srv.add_argument(
+        "--proxy-location",
+        default=None,
+        help="with --backend ray: where Ray Serve runs HTTP proxies: EveryNode (default), "
+        "HeadOnly or Disabled",
+    )
     srv.set_defaults(func=_serve)
     return parser
 

@@ -3,7 +3,8 @@ v2 tensors, SageMaker routes, metrics.
 
 Pipelines are built before the app is returned, so a bad model or option fails before serving.
 Each request runs its pipeline in a worker thread (the engine releases the GIL), so the event
-loop keeps accepting requests while models run.
+loop keeps accepting requests while models run. The same app fronts Ray Serve deployments
+(`sparsepipe.ray.serve`): only how an `Endpoint` runs a request differs.
 """
 
 import base64
@@ -13,6 +14,8 @@ import logging
 import os
 import time
 import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import anyio
@@ -25,8 +28,14 @@ from pydantic import BaseModel, ValidationError
 from .. import __version__
 from ..errors import ConfigError, InputError, SparsepipeError
 from ..pipeline import Pipeline
-from .batching import DynamicBatcher
-from .config import EndpointConfig, ServerConfig, field_path, load_server_config
+from .batching import DynamicBatcher, Merged
+from .config import (
+    EndpointConfig,
+    ServerConfig,
+    check_backend,
+    field_path,
+    load_server_config,
+)
 from .metrics import ServerMetrics
 from .tensors import (
     HEADER_LENGTH,
@@ -37,17 +46,95 @@ from .tensors import (
     parse_request,
 )
 
-__all__ = ["create_app"]
+__all__ = [
+    "Endpoint",
+    "EndpointSpec",
+    "EndpointUnavailable",
+    "LocalEndpoint",
+    "RequestInvalid",
+    "build_pipeline",
+    "create_app",
+    "item_count",
+    "serve",
+]
 
 logger = logging.getLogger("sparsepipe.server")
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 
 
-class _Endpoint:
-    def __init__(self, config: EndpointConfig, pipeline: Pipeline) -> None:
+class EndpointUnavailable(Exception):
+    """The endpoint cannot run a request now (its worker stopped or is overloaded): HTTP 503."""
+
+
+class RequestInvalid(Exception):
+    """A request failed the input schema's validation where the error cannot travel as a pydantic
+    ValidationError (another process): HTTP 422 with ``errors`` as the detail."""
+
+    def __init__(self, errors: list[Any]) -> None:
+        super().__init__(f"{len(errors)} validation error(s)")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """What the HTTP layer needs to know of a served pipeline: its routes, schemas, metadata."""
+
+    task: str
+    model: str
+    batch_size: Optional[int]
+    input_schema: type[BaseModel]
+    output_schema: type[BaseModel]
+    image_field: Optional[str]
+
+    @classmethod
+    def of(cls, pipeline: Pipeline) -> "EndpointSpec":
+        """The spec of ``pipeline``."""
+        return cls(
+            task=str(pipeline.task),
+            model=str(pipeline.model_path),
+            batch_size=pipeline.batch_size,
+            input_schema=pipeline.input_schema,
+            output_schema=pipeline.output_schema,
+            image_field=type(pipeline).image_field,
+        )
+
+
+class Endpoint(ABC):
+    """A served pipeline as the HTTP layer sees it: a spec, and a way to run one request."""
+
+    def __init__(self, config: EndpointConfig, spec: EndpointSpec) -> None:
         self.config = config
-        self.name = config.name
+        self.name = str(config.name)
+        self.spec = spec
+
+    @abstractmethod
+    async def infer(self, body: BaseModel, options: Optional[dict[str, Any]]) -> Merged:
+        """The output of one request (with its timings, queueing time and batch size); raises
+        ValidationError/RequestInvalid, InputError, EndpointUnavailable or any other exception."""
+
+    def metadata(self) -> dict[str, Any]:
+        """The endpoint's KServe v2 model metadata."""
+        spec = self.spec
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "sparsepipe",
+            "task": spec.task,
+            "model": spec.model,
+            "batch_size": spec.batch_size,
+            "inputs": describe_fields(spec.input_schema, outputs=False),
+            "outputs": describe_fields(spec.output_schema, outputs=True),
+            "input_schema": spec.input_schema.model_json_schema(),
+            "output_schema": spec.output_schema.model_json_schema(),
+        }
+
+
+class LocalEndpoint(Endpoint):
+    """An endpoint whose pipeline runs in this process (worker threads, dynamic batching)."""
+
+    def __init__(self, config: EndpointConfig, pipeline: Pipeline) -> None:
+        super().__init__(config, EndpointSpec.of(pipeline))
         self.pipeline = pipeline
         self.batcher: Optional[DynamicBatcher] = None
         fields = type(pipeline).batch_fields
@@ -62,19 +149,20 @@ class _Endpoint:
                 timings=lambda: pipeline.timings,
             )
 
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "versions": ["1"],
-            "platform": "sparsepipe",
-            "task": self.pipeline.task,
-            "model": str(self.pipeline.model_path),
-            "batch_size": self.pipeline.batch_size,
-            "inputs": describe_fields(self.pipeline.input_schema, outputs=False),
-            "outputs": describe_fields(self.pipeline.output_schema, outputs=True),
-            "input_schema": self.pipeline.input_schema.model_json_schema(),
-            "output_schema": self.pipeline.output_schema.model_json_schema(),
-        }
+    async def infer(self, body: BaseModel, options: Optional[dict[str, Any]]) -> Merged:
+        if self.batcher is not None and not options:
+            return await self.batcher.submit(body)
+        received = time.perf_counter()
+        started = 0.0
+
+        def call() -> tuple[Any, Any]:
+            nonlocal started
+            started = time.perf_counter()
+            out = self.pipeline(body, **(options or {}))
+            return out, self.pipeline.timings
+
+        out, timings = await anyio.to_thread.run_sync(call)
+        return Merged(out, timings, started - received, item_count(body))
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -93,30 +181,35 @@ def _decode_images(value: Any) -> Any:
     return value
 
 
-def _item_count(body: BaseModel) -> int:
+def item_count(body: BaseModel) -> int:
+    """The number of items a request holds: the length of its first field when a list, else 1."""
     for value in body.__dict__.values():
         return len(value) if isinstance(value, list) else 1
     return 1
 
 
-def _build_endpoints(config: ServerConfig) -> dict[str, _Endpoint]:
-    endpoints = {}
-    for ep in config.endpoints:
-        model = ep.model
-        if model is None and config.integration == "sagemaker":
-            model = os.environ.get("SPARSEPIPE_SAGEMAKER_MODEL_DIR", SAGEMAKER_MODEL_DIR)
-        try:
-            pipe = Pipeline.create(
-                ep.task,
-                model,
-                batch_size=ep.batch_size,
-                num_threads=config.num_threads,
-                **ep.kwargs,
-            )
-        except SparsepipeError as e:
-            raise type(e)(f"endpoint {ep.name!r}: {e}") from e
-        endpoints[ep.name] = _Endpoint(ep, pipe)
-    return endpoints
+def build_pipeline(
+    ep: EndpointConfig, config: ServerConfig, *, num_threads: Optional[int] = None
+) -> Pipeline:
+    """The pipeline of endpoint ``ep`` (its errors name the endpoint)."""
+    model = ep.model
+    if model is None and config.integration == "sagemaker":
+        model = os.environ.get("SPARSEPIPE_SAGEMAKER_MODEL_DIR", SAGEMAKER_MODEL_DIR)
+    try:
+        return Pipeline.create(
+            ep.task,
+            model,
+            batch_size=ep.batch_size,
+            num_threads=num_threads if num_threads is not None else config.num_threads,
+            **ep.kwargs,
+        )
+    except SparsepipeError as e:
+        raise type(e)(f"endpoint {ep.name!r}: {e}") from e
+
+
+def _build_endpoints(config: ServerConfig) -> dict[str, Endpoint]:
+    check_backend(config, "local")
+    return {str(ep.name): LocalEndpoint(ep, build_pipeline(ep, config)) for ep in config.endpoints}
 
 
 class _LimitBody:
@@ -157,8 +250,9 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(config: Any, *, endpoints: Optional[dict[str, _Endpoint]] = None) -> FastAPI:
-    """The FastAPI app serving ``config`` (a ServerConfig, dict or file); builds its pipelines."""
+def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) -> FastAPI:
+    """The FastAPI app serving ``config`` (a ServerConfig, dict or file); builds its pipelines
+    in this process unless ``endpoints`` (e.g. Ray Serve deployments) are given."""
     config = load_server_config(config)
     endpoints = endpoints if endpoints is not None else _build_endpoints(config)
     metrics = ServerMetrics()
@@ -171,46 +265,33 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, _Endpoint]] = None)
     app.state.metrics = metrics
     app.state.config = config
 
-    async def run(ep: _Endpoint, body: BaseModel, options: Optional[dict[str, Any]] = None) -> Any:
+    async def run(ep: Endpoint, body: BaseModel, options: Optional[dict[str, Any]] = None) -> Any:
         received = time.perf_counter()
-        started = 0.0
-
-        def call() -> tuple[Any, Any]:
-            nonlocal started
-            started = time.perf_counter()
-            out = ep.pipeline(body, **(options or {}))
-            return out, ep.pipeline.timings
-
         status = 500
         try:
-            if ep.batcher is not None and not options:
-                merged = await ep.batcher.submit(body)
-                out, timings, queue_s, items = (
-                    merged.output,
-                    merged.timings,
-                    merged.queue_s,
-                    merged.batch_items,
-                )
-            else:
-                out, timings = await anyio.to_thread.run_sync(call)
-                queue_s, items = started - received, _item_count(body)
+            result = await ep.infer(body, options)
             status = 200
-            metrics.batch_size.labels(ep.name).observe(items)
-            if timings is not None:
+            metrics.batch_size.labels(ep.name).observe(result.batch_items)
+            if result.timings is not None:
                 for stage in ("pre", "engine", "post"):
-                    metrics.latency.labels(ep.name, stage).observe(getattr(timings, stage))
-            metrics.latency.labels(ep.name, "queue").observe(max(0.0, queue_s))
-            return out
-        except ValidationError as e:
+                    metrics.latency.labels(ep.name, stage).observe(getattr(result.timings, stage))
+            metrics.latency.labels(ep.name, "queue").observe(max(0.0, result.queue_s))
+            return result.output
+        except (ValidationError, RequestInvalid) as e:
             status = 422
             metrics.errors.labels(ep.name, "validation").inc()
-            return JSONResponse({"detail": e.errors(include_url=False)}, status_code=422)
+            errors = e.errors if isinstance(e, RequestInvalid) else e.errors(include_url=False)
+            return JSONResponse({"detail": errors}, status_code=422)
         except InputError as e:
             status = 400
             metrics.errors.labels(ep.name, "input").inc()
             return _error(400, str(e))
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
+        except EndpointUnavailable as e:
+            status = 503
+            metrics.errors.labels(ep.name, "unavailable").inc()
+            return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": "1"})
+        except Exception as e:
+            error_id = getattr(e, "error_id", None) or uuid.uuid4().hex[:12]
             logger.exception("endpoint %s failed (error id %s)", ep.name, error_id)
             metrics.errors.labels(ep.name, "internal").inc()
             return _error(500, "the pipeline failed; see the server log", error_id=error_id)
@@ -272,7 +353,7 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, _Endpoint]] = None)
     return app
 
 
-def _endpoint_from_path(path: str, endpoints: dict[str, _Endpoint]) -> Optional[str]:
+def _endpoint_from_path(path: str, endpoints: dict[str, Endpoint]) -> Optional[str]:
     parts = path.strip("/").split("/")
     if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
         return parts[2]
@@ -282,14 +363,14 @@ def _endpoint_from_path(path: str, endpoints: dict[str, _Endpoint]) -> Optional[
     return None
 
 
-def _unknown(name: str, endpoints: dict[str, _Endpoint]) -> JSONResponse:
+def _unknown(name: str, endpoints: dict[str, Endpoint]) -> JSONResponse:
     return _error(404, f"unknown model {name!r}; served: {', '.join(sorted(endpoints))}")
 
 
-def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
-    input_model = ep.pipeline.input_schema
-    output_model = ep.pipeline.output_schema
-    image_field = type(ep.pipeline).image_field
+def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
+    input_model = ep.spec.input_schema
+    output_model = ep.spec.output_schema
+    image_field = ep.spec.image_field
 
     async def infer(body: input_model) -> Any:  # type: ignore[valid-type]
         if image_field is not None:
@@ -347,7 +428,7 @@ def _add_endpoint_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
             headers={"Inference-Header-Content-Length": str(json_length)},
         )
 
-    summary = f"{ep.pipeline.task} on {ep.name}"
+    summary = f"{ep.spec.task} on {ep.name}"
     app.router.add_api_route(
         f"/v2/models/{ep.name}/infer",
         infer,
@@ -414,10 +495,10 @@ def _tensor_route(handle: Any) -> type[APIRoute]:
     return TensorAwareRoute
 
 
-def _add_sagemaker_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
-    input_model = ep.pipeline.input_schema
-    output_model = ep.pipeline.output_schema
-    image_field = type(ep.pipeline).image_field
+def _add_sagemaker_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
+    input_model = ep.spec.input_schema
+    output_model = ep.spec.output_schema
+    image_field = ep.spec.image_field
 
     @app.get("/ping", tags=["sagemaker"])
     async def ping() -> Response:
@@ -429,7 +510,7 @@ def _add_sagemaker_routes(app: FastAPI, ep: _Endpoint, run: Any) -> None:
         data = await request.body()
         if content_type.startswith("image/") or content_type == "application/x-image":
             if image_field is None:
-                return _error(415, f"{ep.pipeline.task} takes application/json, not {content_type}")
+                return _error(415, f"{ep.spec.task} takes application/json, not {content_type}")
             body = input_model(**{image_field: [data]})
         elif content_type in ("application/json", ""):
             try:

@@ -9,7 +9,6 @@ from typing import Any, Callable, Optional
 import anyio
 from pydantic import BaseModel
 
-from ..errors import ConfigError
 from ..pipeline import BatchFields
 
 __all__ = ["DynamicBatcher", "Merged"]
@@ -23,12 +22,6 @@ class Merged:
     timings: Any
     queue_s: float
     batch_items: int
-
-
-def _as_list(value: Any) -> tuple[list[Any], bool]:
-    if isinstance(value, list):
-        return value, False
-    return [value], True
 
 
 class DynamicBatcher:
@@ -46,18 +39,8 @@ class DynamicBatcher:
         max_delay_s: float,
         timings: Callable[[], Any],
     ) -> None:
-        for kind, names, model in (
-            ("input", fields.inputs, input_model),
-            ("output", fields.outputs, output_model),
-        ):
-            missing = [n for n in names if n not in model.model_fields]
-            if missing or not names:
-                raise ConfigError(
-                    f"batch_fields names {kind} field(s) {missing or '(none)'} that "
-                    f"{model.__name__} does not have; its fields: {', '.join(model.model_fields)}"
-                )
-        self.inputs, self.outputs = fields.inputs, fields.outputs
-        self.unwrap_single = fields.unwrap_single
+        fields.check(input_model, output_model)
+        self.fields = fields
         self.pipeline = pipeline
         self.input_model = input_model
         self.output_model = output_model
@@ -68,7 +51,7 @@ class DynamicBatcher:
         self._worker: Optional[asyncio.Task] = None
 
     def _count(self, body: BaseModel) -> int:
-        return len(_as_list(getattr(body, self.inputs[0]))[0])
+        return self.fields.count(body)
 
     async def submit(self, body: BaseModel) -> Merged:
         """Queues ``body`` and waits for its share of a merged call (exceptions propagate)."""
@@ -105,30 +88,18 @@ class DynamicBatcher:
         if len(group) == 1:
             await self._run_one(group[0], items, started)
             return
-        merged = {f: [] for f in self.inputs}
-        counts, singles = [], []
-        for body, _, _ in group:
-            single = False
-            for f in self.inputs:
-                values, single = _as_list(getattr(body, f))
-                merged[f].extend(values)
-            counts.append(len(_as_list(getattr(body, self.inputs[0]))[0]))
-            singles.append(single)
+        bodies = [body for body, _, _ in group]
         try:
-            out, timings = await anyio.to_thread.run_sync(self._call, self.input_model(**merged))
+            merged, counts, singles = self.fields.merge(bodies, self.input_model)
+            out, timings = await anyio.to_thread.run_sync(self._call, merged)
+            parts = self.fields.split(out, self.output_model, counts, singles)
         except Exception:
             for entry in group:  # one bad request must not fail the others: run each alone
                 await self._run_one(entry, self._count(entry[0]), started)
             return
-        offset = 0
-        for (_, future, received), n, single in zip(group, counts, singles):
-            part = {f: getattr(out, f)[offset : offset + n] for f in self.outputs}
-            if single and self.unwrap_single:
-                part = {f: v[0] for f, v in part.items()}
-            offset += n
+        for (_, future, received), part in zip(group, parts):
             if not future.done():
-                result = Merged(self.output_model(**part), timings, started - received, items)
-                future.set_result(result)
+                future.set_result(Merged(part, timings, started - received, items))
 
     async def _run_one(self, entry: Any, items: int, started: float) -> None:
         body, future, received = entry

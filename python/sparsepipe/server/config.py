@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -13,7 +13,20 @@ from ..config import BatchSize, NumThreads, read_config_file
 from ..errors import ConfigError
 from ..registry import normalize_task, registered_tasks
 
-__all__ = ["EndpointConfig", "ServerConfig", "field_path", "load_server_config"]
+__all__ = [
+    "RAY_SETTINGS",
+    "Backend",
+    "EndpointConfig",
+    "ServerConfig",
+    "check_backend",
+    "field_path",
+    "load_server_config",
+]
+
+#: endpoint keys that only Ray Serve reads (`sparsepipe serve --backend ray`)
+RAY_SETTINGS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "ray_actor_options")
+#: where a server config runs: this process (uvicorn) or a Ray cluster (Ray Serve)
+Backend = Literal["local", "ray"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -37,6 +50,18 @@ class EndpointConfig(BaseModel):
     max_queue_delay_ms: float = Field(
         default=5.0, ge=0, le=10_000, description="dynamic batching: longest wait for more requests"
     )
+    num_replicas: Optional[Union[Annotated[int, Field(ge=1)], Literal["auto"]]] = Field(
+        default=None, description="Ray Serve: replicas of this endpoint (an int or 'auto')"
+    )
+    autoscaling_config: Optional[dict[str, Any]] = Field(
+        default=None, description="Ray Serve: the deployment's autoscaling_config"
+    )
+    max_ongoing_requests: Optional[int] = Field(
+        default=None, ge=1, description="Ray Serve: most requests a replica runs or batches at once"
+    )
+    ray_actor_options: Optional[dict[str, Any]] = Field(
+        default=None, description="Ray Serve: each replica's ray_actor_options (num_cpus...)"
+    )
 
     @field_validator("task")
     @classmethod
@@ -56,7 +81,16 @@ class EndpointConfig(BaseModel):
             raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
         if self.route is not None and not self.route.startswith("/"):
             raise ValueError(f"route {self.route!r} must start with '/'")
+        if self.autoscaling_config is not None and isinstance(self.num_replicas, int):
+            raise ValueError(
+                "give num_replicas (a fixed count) or autoscaling_config, not both; "
+                "num_replicas: auto with an autoscaling_config tunes Ray's defaults"
+            )
         return self
+
+    def ray_settings(self) -> dict[str, Any]:
+        """The Ray Serve keys this endpoint sets (empty when it sets none)."""
+        return {k: getattr(self, k) for k in RAY_SETTINGS if getattr(self, k) is not None}
 
 
 class ServerConfig(BaseModel):
@@ -78,6 +112,22 @@ class ServerConfig(BaseModel):
         if dupes:
             raise ValueError(f"endpoint names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+
+def check_backend(config: ServerConfig, backend: str) -> None:
+    """ConfigError when ``config`` sets keys that ``backend`` cannot honour (Ray Serve keys on the
+    local server)."""
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
+    if backend == "ray":
+        return
+    for i, ep in enumerate(config.endpoints):
+        keys = ep.ray_settings()
+        if keys:
+            raise ConfigError(
+                f"endpoints[{i}] ({ep.name!r}) sets {', '.join(keys)}, which only Ray Serve reads; "
+                "run it with `sparsepipe serve --backend ray` or remove the key(s)"
+            )
 
 
 def field_path(loc: tuple[Union[str, int], ...]) -> str:

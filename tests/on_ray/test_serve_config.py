@@ -1,0 +1,121 @@
+"""Ray Serve settings in a server config, the ``serve --backend ray`` command line and the
+missing-extra error: checked without starting Ray."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from sparsepipe import ConfigError
+from sparsepipe.cli import main
+from sparsepipe.server import create_app, load_server_config
+
+RAY_ENDPOINT = {
+    "task": "sentiment-analysis",
+    "num_replicas": 2,
+    "max_ongoing_requests": 16,
+    "ray_actor_options": {"num_cpus": 2},
+}
+
+
+def test_the_local_server_refuses_ray_settings_naming_the_fix(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"num_replicas.*--backend ray"):
+        create_app({"endpoints": [RAY_ENDPOINT]})
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("endpoints:\n  - task: ner\n    autoscaling_config: {max_replicas: 4}\n")
+    assert main(["serve", "--config", str(cfg)]) == 1
+    assert "autoscaling_config, which only Ray Serve reads" in capsys.readouterr().err
+    for flag in ("--address", "--proxy-location"):
+        assert main(["serve", "--task", "ner", flag, "auto"]) == 1
+        assert f"{flag} is a Ray Serve setting; it needs --backend ray" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "endpoint, match",
+    [
+        ({"num_replicas": 0}, r"endpoints\[0\]\.num_replicas"),
+        ({"num_replicas": "many"}, r"endpoints\[0\]\.num_replicas"),
+        ({"max_ongoing_requests": 0}, r"endpoints\[0\]\.max_ongoing_requests"),
+        ({"ray_actor_options": "cpu"}, r"endpoints\[0\]\.ray_actor_options"),
+        ({"num_replicas": 2, "autoscaling_config": {}}, r"num_replicas .* or autoscaling_config"),
+    ],
+)
+def test_bad_ray_settings_name_the_key(endpoint, match):
+    with pytest.raises(ConfigError, match=match):
+        load_server_config({"endpoints": [{"task": "ner", **endpoint}]})
+
+
+def test_deployment_options_default_to_the_pipeline_threads():
+    from sparsepipe.ray.serve import deployment_options
+
+    config = load_server_config(
+        {
+            "num_threads": 3,
+            "endpoints": [
+                {"task": "ner", "max_batch_size": 16, "num_replicas": "auto"},
+                RAY_ENDPOINT,
+            ],
+        }
+    )
+    auto, fixed = (deployment_options(ep, config) for ep in config.endpoints)
+    assert auto == {
+        "name": "token-classification",
+        "ray_actor_options": {"num_cpus": 3},
+        "max_ongoing_requests": 32,
+        "num_replicas": "auto",
+    }
+    assert fixed["ray_actor_options"] == {"num_cpus": 2}
+    assert fixed["max_ongoing_requests"] == 16 and fixed["num_replicas"] == 2
+    unset = load_server_config({"endpoints": [{"task": "ner"}, RAY_ENDPOINT]})
+    assert [deployment_options(ep, unset)["ray_actor_options"] for ep in unset.endpoints] == [
+        {"num_cpus": 1},
+        {"num_cpus": 2},
+    ]
+
+
+def test_the_serve_run_builder_needs_a_config(monkeypatch, tmp_path):
+    from sparsepipe.ray import serve as ray_serve
+
+    monkeypatch.delenv(ray_serve.CONFIG_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"config=server\.yaml.*SPARSEPIPE_SERVER_CONFIG"):
+        ray_serve.app({})
+    with pytest.raises(ConfigError, match="cannot read server config"):
+        ray_serve.app({"config": str(tmp_path / "missing.yaml")})
+    with pytest.raises(ConfigError, match="reserved"):
+        ray_serve.build_app({"endpoints": [{"task": "ner", "name": ray_serve.INGRESS_NAME}]})
+    with pytest.raises(ConfigError, match="sagemaker"):
+        ray_serve.build_app({"integration": "sagemaker", "endpoints": [{"task": "ner"}]})
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("endpoints:\n  - task: ner\n    num_replicas: 2\n")
+    monkeypatch.setenv(ray_serve.CONFIG_ENV, str(cfg))
+    application = ray_serve.app()
+    assert type(application).__name__ == "Application"
+
+
+def test_a_missing_ray_extra_is_one_line_naming_the_extra(monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    from sparsepipe.ray import require_ray
+
+    with pytest.raises(ConfigError, match=r"needs the ray extra .*pip install 'sparsepipe\[ray\]'"):
+        require_ray("this")
+    assert main(["serve", "--backend", "ray", "--task", "ner"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "sparsepipe serve --backend ray needs the ray extra" in err
+    assert "pip install 'sparsepipe[ray]'" in err
+
+
+def test_the_core_never_imports_ray():
+    import subprocess
+
+    code = (
+        "import sys, sparsepipe, sparsepipe.server, sparsepipe.cli, sparsepipe.ray;"
+        "sparsepipe.cli.build_parser();"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
