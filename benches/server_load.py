@@ -28,8 +28,8 @@ import httpx
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def _texts() -> list[str]:
-    path = SHARED / "samples" / "sentiment_sample.jsonl"
+def _texts(path: Path | None = None) -> list[str]:
+    path = path or SHARED / "samples" / "sentiment_sample.jsonl"
     if path.is_file():
         with open(path) as f:
             return [json.loads(line)["text"] for line in f if line.strip()]

@@ -16,6 +16,6 @@ def ray_cluster() -> Iterator[Any]:
     """``ray`` initialised on a local 2-CPU cluster (shut down at the end of the session)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -102,17 +102,9 @@ def _annotate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .. import Pipeline
     from ..errors import InputError
+    from .declarations import task_options
 
-    options = {}
-    for item in args.option or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"--option takes KEY=VALUE (JSON value), got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    pipe = Pipeline.create(args.task, args.model_path, **options)
+    pipe = Pipeline.create(args.task, args.model_path, **task_options(args.option))
     if args.json is not None:
         try:
             data = json.loads(args.json)
@@ -218,11 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--num-threads", type=int, default=None)
     ann.set_defaults(func=_annotate)
 
-    from . import analyze, benchmark, sparsify
+    from . import analyze, batch, benchmark, sparsify
 
     benchmark.add_parser(sub)
     sparsify.add_parser(sub)
     analyze.add_parser(sub)
+    batch.add_parser(sub)
 
     run = sub.add_parser("run", help="run a pipeline once and print its JSON output")
     run.add_argument("--task", required=True)

@@ -1,13 +1,15 @@
-"""Choosing the task a command runs from what the registered tasks declare."""
+"""Choosing the task a command runs from what the registered tasks declare, and its options."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import json
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 from ..errors import ConfigError
 from ..registry import lookup, normalize_task, registered_tasks
 
-__all__ = ["declaring_task"]
+__all__ = ["declaring_task", "task_options"]
 
 
 def declaring_task(task: Optional[str], declares: Callable[[type], bool], purpose: str) -> str:
@@ -31,3 +33,18 @@ def declaring_task(task: Optional[str], declares: Callable[[type], bool], purpos
         if wanted == name or wanted in aliases:
             return name
     raise ConfigError(f"task {task!r} cannot {purpose}; give --task one of: {listing}")
+
+
+def task_options(items: Optional[Sequence[str]]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` items as keyword arguments (VALUE read as JSON when it parses, else
+    as a string); ConfigError naming the item otherwise."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option takes KEY=VALUE (JSON value), got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options

@@ -288,7 +288,7 @@ def run(
     application = build_app(server)
     if not ray.is_initialized():
         ray.init(
-            address=None if address in (None, "local") else address,
+            address="local" if address is None else address,
             include_dashboard=False,
             log_to_driver=False,
         )

@@ -1,0 +1,216 @@
+"""Scale-out on Ray: throughput against replicas / concurrency, next to one process.
+
+For k = 1, 2, 4, ... up to ``--max-workers`` (default: every core), each with 1 engine thread per
+worker and requests of ``--batch`` sentences:
+
+- ``inproc``: the pipeline in this process with k engine threads (the one-machine baseline);
+- ``local``: ``sparsepipe serve`` (one process, k threads) under 2k HTTP clients on loopback;
+- ``serve``: Ray Serve with k replicas (1 CPU each) under 2k HTTP clients on loopback;
+- ``data``: Ray Data ``map_batches(PipelinePredictor, concurrency=k)`` over a dataset.
+
+It prints items/s and the speedup over k = 1 per mode, and a Markdown table with ``--markdown``.
+Example (every mode, up to 16 workers)::
+
+    python benches/ray_scaling.py --task sentiment-analysis --batch 16 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_load import _free_port, _load, _texts
+
+MODES = ("inproc", "local", "serve", "data")
+
+
+def _steps(top: int) -> list[int]:
+    ks, k = [], 1
+    while k < top:
+        ks.append(k)
+        k *= 2
+    return [*ks, top]
+
+
+def _http_rate(url: str, path: str, texts: list[str], batch: int, clients: int, seconds: float):
+    pool = [httpx.Client(base_url=url, timeout=120) for _ in range(clients)]
+
+    def call(i: int) -> bool:
+        start = (i * batch) % len(texts)
+        body = {"sequences": (texts * 2)[start : start + batch]}
+        return pool[i % clients].post(path, json=body).status_code == 200
+
+    try:
+        for i in range(clients):
+            call(i)
+        result = _load(call, clients, seconds)
+    finally:
+        for c in pool:
+            c.close()
+    result["items_per_s"] = result["requests_per_s"] * batch
+    return result
+
+
+def _inproc(task: str, k: int, texts: list[str], batch: int, seconds: float) -> dict[str, Any]:
+    from sparsepipe import Pipeline
+
+    pipe = Pipeline.create(task, num_threads=k, batch_size=batch)
+
+    def call(i: int) -> bool:
+        start = (i * batch) % len(texts)
+        pipe(sequences=(texts * 2)[start : start + batch])
+        return True
+
+    call(0)
+    result = _load(call, 1, seconds)
+    result["items_per_s"] = result["requests_per_s"] * batch
+    return result
+
+
+def _local(task: str, k: int, texts: list[str], batch: int, seconds: float) -> dict[str, Any]:
+    port = _free_port()
+    config = {
+        "num_threads": k,
+        "host": "127.0.0.1",
+        "port": port,
+        "endpoints": [{"task": task, "name": "bench", "batch_size": batch}],
+    }
+    cfg = Path(tempfile.mkdtemp()) / "server.json"
+    cfg.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "sparsepipe", "serve", "--config", str(cfg)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(url, proc.poll)
+        return _http_rate(url, "/v2/models/bench/infer", texts, batch, 2 * k, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _wait(url: str, dead: Callable[[], Any]) -> None:
+    deadline = time.time() + 300
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/models/bench/ready", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline or dead() is not None:
+            raise SystemExit(f"the server at {url} did not start")
+        time.sleep(0.5)
+
+
+def _serve(task: str, k: int, texts: list[str], batch: int, seconds: float, port: int):
+    from sparsepipe.ray.serve import run
+
+    config = {
+        "num_threads": 1,
+        "endpoints": [
+            {
+                "task": task,
+                "name": "bench",
+                "batch_size": batch,
+                "num_replicas": k,
+                "max_ongoing_requests": 4,
+                "ray_actor_options": {"num_cpus": 1},
+            }
+        ],
+    }
+    run(config, host="127.0.0.1", port=port, blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    _wait(url, lambda: None)
+    return _http_rate(url, "/v2/models/bench/infer", texts, batch, 2 * k, seconds)
+
+
+def _data(task: str, k: int, texts: list[str], batch: int, seconds: float) -> dict[str, Any]:
+    import ray.data
+    from sparsepipe.ray import PipelinePredictor
+
+    rows = [{"text": t} for t in texts]
+    n = max(len(rows), int(seconds * 40 * k))  # ~the given seconds at a few ms per item
+    ds = ray.data.from_items((rows * (n // len(rows) + 1))[:n])
+    out = ds.map_batches(
+        PipelinePredictor,
+        fn_constructor_kwargs={"task": task, "input_column": "text", "num_threads": 1},
+        batch_size=batch,
+        compute=ray.data.ActorPoolStrategy(size=k),
+        num_cpus=1,
+        batch_format="pandas",
+    )
+    start = time.perf_counter()
+    done = out.count()
+    elapsed = time.perf_counter() - start
+    return {"items_per_s": done / elapsed, "requests": done, "errors": 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="sentiment-analysis")
+    parser.add_argument("--batch", type=int, default=16, help="sentences per request / batch")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--modes", default=",".join(MODES), help=f"any of {', '.join(MODES)}")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table too")
+    parser.add_argument(
+        "--texts", type=Path, default=None, help="a JSONL file of {'text': ...} rows to send"
+    )
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    texts = _texts(args.texts)
+    ks = _steps(args.max_workers)
+    results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in modes}
+    if {"serve", "data"} & set(modes):
+        import ray
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # One CPU above the workers, for Ray's own tasks (Data's scheduling, the Serve proxy).
+        ray.init(
+            address="local",
+            num_cpus=args.max_workers + 1,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    port = _free_port()
+    for mode in modes:
+        for k in ks:
+            if mode == "inproc":
+                r = _inproc(args.task, k, texts, args.batch, args.seconds)
+            elif mode == "local":
+                r = _local(args.task, k, texts, args.batch, args.seconds)
+            elif mode == "serve":
+                r = _serve(args.task, k, texts, args.batch, args.seconds, port)
+            else:
+                r = _data(args.task, k, texts, args.batch, args.seconds)
+            results[mode][k] = r
+            base = results[mode][ks[0]]["items_per_s"]
+            print(
+                f"{mode:7s} k={k:3d}  {r['items_per_s']:9.1f} items/s  "
+                f"x{r['items_per_s'] / base:5.2f}  errors {r.get('errors', 0)}",
+                flush=True,
+            )
+    if args.markdown:
+        print("\n| workers | " + " | ".join(f"{m} items/s (x k=1)" for m in modes) + " |")
+        print("|---:|" + "---:|" * len(modes))
+        for k in ks:
+            cells = []
+            for m in modes:
+                r, base = results[m][k], results[m][ks[0]]["items_per_s"]
+                cells.append(f"{r['items_per_s']:.0f} ({r['items_per_s'] / base:.2f}x)")
+            print(f"| {k} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
