@@ -111,7 +111,8 @@ def _wait(url: str, dead: Callable[[], Any]) -> None:
 
 
 def _serve(task: str, k: int, texts: list[str], batch: int, seconds: float, port: int):
-    from sparsepipe.ray.serve import run
+    from ray import serve
+    from sparsepipe.ray.serve import APP_NAME, run
 
     config = {
         "num_threads": 1,
@@ -126,6 +127,10 @@ def _serve(task: str, k: int, texts: list[str], batch: int, seconds: float, port
             }
         ],
     }
+    # a fresh application per k: redeploying with new arguments would roll every replica (and
+    # the ingress) over while the load runs
+    if k > 1:
+        serve.delete(APP_NAME)
     run(config, host="127.0.0.1", port=port, blocking=False)
     url = f"http://127.0.0.1:{port}"
     _wait(url, lambda: None)

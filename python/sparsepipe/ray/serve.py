@@ -214,7 +214,16 @@ class RayEndpoint(Endpoint):
         return result
 
 
-@serve.deployment(name=INGRESS_NAME, ray_actor_options={"num_cpus": 0})
+#: requests the ingress holds at once: it only awaits the endpoints' deployments, whose own
+#: max_ongoing_requests bound the work (Serve's default of 5 would cap every endpoint together)
+INGRESS_MAX_ONGOING = 1024
+
+
+@serve.deployment(
+    name=INGRESS_NAME,
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=INGRESS_MAX_ONGOING,
+)
 @serve.ingress()
 class Ingress:
     """The HTTP front: `create_app`'s app with each endpoint calling its deployment."""
