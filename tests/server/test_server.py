@@ -97,6 +97,67 @@ def test_openapi_is_generated_from_the_schemas(server):
     validator.validate(spec)
 
 
+def test_every_error_the_server_answers_is_documented_with_its_body(server):
+    from sparsepipe.server.responses import ErrorBody, ValidationErrorBody
+
+    c = server.client
+    spec = c.get("/openapi.json").json()
+    for path in ("/v2/models/sentiment/infer", "/predict", "/v2/models/yolo/infer/from_files"):
+        codes = set(spec["paths"][path]["post"]["responses"])
+        assert codes >= {"200", "400", "413", "422", "500", "503"}, path
+        assert "Retry-After" in spec["paths"][path]["post"]["responses"]["503"]["headers"]
+    assert set(spec["paths"]["/v2/models/{name}"]["get"]["responses"]) >= {"200", "404"}
+    metrics_doc = spec["paths"]["/metrics"]["get"]["responses"]["200"]
+    assert "text/plain" in metrics_doc["content"]
+    tensor = {"inputs": [{"name": "sequences", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}
+    cases = [
+        ("post", "/v2/models/sentiment/infer", {"json": {"sequences": 5}}),
+        ("post", "/v2/models/sentiment/infer", {"content": b"{not json"}),
+        ("post", "/v2/models/sentiment/infer", {"json": tensor}),
+        ("post", "/v2/models/sentiment/infer", {"content": b"x" * 2_000_001}),
+        ("post", "/v2/models/yolo/infer", {"json": {"images": ["data:image/png;base64,AAAA"]}}),
+        ("get", "/v2/models/nope", {}),
+        ("get", "/v2/models/nope/ready", {}),
+    ]
+    seen = set()
+    for method, path, kwargs in cases:
+        headers = {"content-type": "application/json"} if "content" in kwargs else None
+        r = c.request(method, path, headers=headers, **kwargs)
+        template = path if path in spec["paths"] else path.replace("nope", "{name}")
+        documented = spec["paths"][template][method]["responses"]
+        assert str(r.status_code) in documented, (path, r.status_code, r.text)
+        model = ValidationErrorBody if r.status_code == 422 else ErrorBody
+        model.model_validate(r.json())
+        seen.add(r.status_code)
+    assert seen == {400, 404, 413, 422}
+    r = c.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_the_schema_states_what_the_server_enforces(server):
+    c = server.client
+    schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    (pair,) = [
+        alt
+        for alt in schemas["TextClassificationInput"]["properties"]["sequences"]["anyOf"][1][
+            "items"
+        ]["anyOf"]
+        if alt.get("type") == "array"
+    ]
+    assert (pair["minItems"], pair["maxItems"]) == (1, 2)
+    images = schemas["ObjectDetectionInput"]["properties"]["images"]
+    assert {alt["type"] for alt in images["anyOf"]} == {"string", "array"}
+    path = "/v2/models/sentiment/infer"
+    for served in ([], [["fine"]], [["good", "pair"]], ["one", ["two"]]):
+        r = c.post(path, json={"sequences": served})
+        assert r.status_code == 200, (served, r.text)
+    for refused in ([[]], [["a", "b", "c"]]):
+        assert c.post(path, json={"sequences": refused}).status_code == 422
+    r = c.post("/v2/models/yolo/infer", json={"images": {}})
+    assert r.status_code == 400 and "unsupported type dict" in r.json()["error"]
+    assert c.post("/v2/models/yolo/infer", json={"images": []}).json()["labels"] == []
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():

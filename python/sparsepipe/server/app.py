@@ -21,7 +21,7 @@ from typing import Any, Optional
 import anyio
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
@@ -37,6 +37,7 @@ from .config import (
     load_server_config,
 )
 from .metrics import ServerMetrics
+from .responses import documented
 from .tensors import (
     HEADER_LENGTH,
     TensorError,
@@ -322,19 +323,29 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
     async def server_metadata() -> dict[str, Any]:
         return {"name": "sparsepipe", "version": __version__, "extensions": ["metrics"]}
 
-    @app.get("/metrics", tags=["metrics"])
+    @app.get(
+        "/metrics",
+        tags=["metrics"],
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format 0.0.4",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     for ep in endpoints.values():
         _add_endpoint_routes(app, ep, run)
 
-    @app.get("/v2/models/{name}", tags=["metadata"])
+    @app.get("/v2/models/{name}", tags=["metadata"], responses=documented(404))
     async def model_metadata(name: str) -> Any:
         ep = endpoints.get(name)
         return ep.metadata() if ep else _unknown(name, endpoints)
 
-    @app.get("/v2/models/{name}/ready", tags=["health"])
+    @app.get("/v2/models/{name}/ready", tags=["health"], responses=documented(404))
     async def model_ready(name: str) -> Any:
         return {"name": name, "ready": True} if name in endpoints else _unknown(name, endpoints)
 
@@ -365,6 +376,10 @@ def _endpoint_from_path(path: str, endpoints: dict[str, Endpoint]) -> Optional[s
 
 def _unknown(name: str, endpoints: dict[str, Endpoint]) -> JSONResponse:
     return _error(404, f"unknown model {name!r}; served: {', '.join(sorted(endpoints))}")
+
+
+#: the error responses of every inference route
+INFER_ERRORS = documented(400, 413, 422, 500, 503)
 
 
 def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
@@ -436,15 +451,20 @@ def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
         response_model=output_model,
         tags=[ep.name],
         summary=summary,
+        responses=INFER_ERRORS,
         description="Takes the task's own JSON schema, or Open Inference Protocol v2 tensors "
         "(JSON, or with the binary tensor extension).",
         name=f"infer_{ep.name}",
         route_class_override=_tensor_route(infer_tensors),
     )
     if ep.config.route:
-        app.post(ep.config.route, response_model=output_model, tags=[ep.name], summary=summary)(
-            infer
-        )
+        app.post(
+            ep.config.route,
+            response_model=output_model,
+            tags=[ep.name],
+            summary=summary,
+            responses=INFER_ERRORS,
+        )(infer)
     if image_field is not None:
 
         async def infer_files(files: list[UploadFile] = File(...)) -> Any:  # noqa: B008
@@ -457,6 +477,7 @@ def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
             tags=[ep.name],
             summary=f"{summary}, images uploaded as files",
             name=f"infer_files_{ep.name}",
+            responses=INFER_ERRORS,
         )(infer_files)
 
 
@@ -504,7 +525,12 @@ def _add_sagemaker_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
     async def ping() -> Response:
         return Response(status_code=200)
 
-    @app.post("/invocations", tags=["sagemaker"], response_model=output_model)
+    @app.post(
+        "/invocations",
+        tags=["sagemaker"],
+        response_model=output_model,
+        responses=documented(400, 413, 415, 422, 500, 503),
+    )
     async def invocations(request: Request) -> Any:
         content_type = request.headers.get("content-type", "application/json").split(";")[0]
         data = await request.body()

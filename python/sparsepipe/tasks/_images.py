@@ -22,7 +22,16 @@ from ..errors import InputError
 if TYPE_CHECKING:
     import PIL.Image
 
-__all__ = ["is_single_image", "load_images"]
+__all__ = ["IMAGES_JSON_SCHEMA", "is_single_image", "load_images"]
+
+#: the JSON forms of an ``images`` field (what HTTP clients can send): one image or a list of
+#: them, each a file path readable by the server or a ``data:image/...;base64,`` URL
+IMAGES_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}},
+    ]
+}
 
 _EXPECTED = (
     "a file path (str or pathlib.Path), encoded image bytes, a PIL.Image.Image, "

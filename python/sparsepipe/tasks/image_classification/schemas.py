@@ -6,6 +6,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._images import IMAGES_JSON_SCHEMA
+
 __all__ = [
     "ImageClassificationInput",
     "ImageClassificationOptions",
@@ -18,7 +20,11 @@ class ImageClassificationInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    images: Any = Field(description="an image or a list of images")
+    images: Any = Field(
+        description="an image or a list of images; over JSON, each a file path or a "
+        "data:image/...;base64, URL",
+        json_schema_extra=IMAGES_JSON_SCHEMA,
+    )
 
 
 class ImageClassificationOptions(BaseModel):

@@ -7,6 +7,8 @@ from typing import Any, NamedTuple, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._images import IMAGES_JSON_SCHEMA
+
 __all__ = [
     "ImageDetections",
     "ObjectDetectionInput",
@@ -20,7 +22,11 @@ class ObjectDetectionInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    images: Any = Field(description="an image or a list of images")
+    images: Any = Field(
+        description="an image or a list of images; over JSON, each a file path or a "
+        "data:image/...;base64, URL",
+        json_schema_extra=IMAGES_JSON_SCHEMA,
+    )
 
 
 class ObjectDetectionOptions(BaseModel):

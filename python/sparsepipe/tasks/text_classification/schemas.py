@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 __all__ = ["TextClassificationInput", "TextClassificationOptions", "TextClassificationOutput"]
+
+
+#: ``[text]`` or ``[text, text_pair]`` (the bounds are checked by the validator below, with a
+#: message saying what a pair is; the JSON schema states them for HTTP clients)
+_Pair = Annotated[list[StrictStr], Field(json_schema_extra={"minItems": 1, "maxItems": 2})]
 
 
 class TextClassificationInput(BaseModel):
@@ -14,7 +19,7 @@ class TextClassificationInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sequences: Union[StrictStr, list[Union[StrictStr, list[StrictStr]]]] = Field(
+    sequences: Union[StrictStr, list[Union[StrictStr, _Pair]]] = Field(
         description="a string, or a list of strings, [text] lists (one text each, as DeepSparse "
         "reads them) or [text, text_pair] pairs"
     )
