@@ -197,6 +197,8 @@ class PipelineReplica:
 class RayEndpoint(Endpoint):
     """An endpoint whose requests run on its Ray Serve deployment."""
 
+    backend = "ray"
+
     def __init__(self, config: EndpointConfig, spec: EndpointSpec, handle: Any) -> None:
         super().__init__(config, spec)
         self.handle = handle

@@ -7,6 +7,7 @@ loop keeps accepting requests while models run. The same app fronts Ray Serve de
 (`sparsepipe.ray.serve`): only how an `Endpoint` runs a request differs.
 """
 
+import asyncio
 import base64
 import binascii
 import json
@@ -30,6 +31,7 @@ from ..errors import ConfigError, InputError, SparsepipeError
 from ..pipeline import Pipeline
 from .batching import DynamicBatcher, Merged
 from .config import (
+    Backend,
     EndpointConfig,
     ServerConfig,
     check_backend,
@@ -53,6 +55,7 @@ __all__ = [
     "EndpointUnavailable",
     "LocalEndpoint",
     "RequestInvalid",
+    "RequestTimedOut",
     "build_pipeline",
     "create_app",
     "item_count",
@@ -66,6 +69,10 @@ SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 
 class EndpointUnavailable(Exception):
     """The endpoint cannot run a request now (its worker stopped or is overloaded): HTTP 503."""
+
+
+class RequestTimedOut(Exception):
+    """A request was not answered within its endpoint's ``request_timeout_s``: HTTP 504."""
 
 
 class RequestInvalid(Exception):
@@ -103,6 +110,9 @@ class EndpointSpec:
 
 class Endpoint(ABC):
     """A served pipeline as the HTTP layer sees it: a spec, and a way to run one request."""
+
+    #: where its requests run ("local": this process; "ray": a Ray Serve deployment)
+    backend: Backend = "local"
 
     def __init__(self, config: EndpointConfig, spec: EndpointSpec) -> None:
         self.config = config
@@ -266,11 +276,21 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
     app.state.metrics = metrics
     app.state.config = config
 
+    held: dict[str, int] = dict.fromkeys(endpoints, 0)  # requests waiting or running
+
     async def run(ep: Endpoint, body: BaseModel, options: Optional[dict[str, Any]] = None) -> Any:
         received = time.perf_counter()
         status = 500
+        limit = config.queue_limit(ep.config, ep.backend)
+        admitted = limit is None or held[ep.name] < limit
         try:
-            result = await ep.infer(body, options)
+            if not admitted:
+                raise EndpointUnavailable(
+                    f"endpoint {ep.name!r} already holds {limit} requests (max_queue_size); "
+                    "retry shortly, or raise its max_queue_size"
+                )
+            held[ep.name] += 1
+            result = await _within(ep.infer(body, options), ep.config.request_timeout_s)
             status = 200
             metrics.batch_size.labels(ep.name).observe(result.batch_items)
             if result.timings is not None:
@@ -289,14 +309,24 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
             return _error(400, str(e))
         except EndpointUnavailable as e:
             status = 503
-            metrics.errors.labels(ep.name, "unavailable").inc()
+            metrics.errors.labels(ep.name, "unavailable" if admitted else "overloaded").inc()
             return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": "1"})
+        except RequestTimedOut:
+            status = 504
+            metrics.errors.labels(ep.name, "timeout").inc()
+            return _error(
+                504,
+                f"endpoint {ep.name!r} did not answer within request_timeout_s "
+                f"({ep.config.request_timeout_s} s); retry, send fewer items, or raise it",
+            )
         except Exception as e:
             error_id = getattr(e, "error_id", None) or uuid.uuid4().hex[:12]
             logger.exception("endpoint %s failed (error id %s)", ep.name, error_id)
             metrics.errors.labels(ep.name, "internal").inc()
             return _error(500, "the pipeline failed; see the server log", error_id=error_id)
         finally:
+            if admitted:
+                held[ep.name] -= 1
             metrics.requests.labels(ep.name, str(status)).inc()
             metrics.latency.labels(ep.name, "total").observe(time.perf_counter() - received)
 
@@ -364,6 +394,30 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
     return app
 
 
+async def _within(work: Any, timeout: Optional[float]) -> Any:
+    """``await work``, or RequestTimedOut after ``timeout`` seconds (None: no limit); the work
+    left behind is cancelled (a request still queued never runs) and its outcome discarded."""
+    if timeout is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_discard)
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_discard)
+    raise RequestTimedOut()
+
+
+def _discard(task: "asyncio.Future[Any]") -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
 def _endpoint_from_path(path: str, endpoints: dict[str, Endpoint]) -> Optional[str]:
     parts = path.strip("/").split("/")
     if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
@@ -379,7 +433,7 @@ def _unknown(name: str, endpoints: dict[str, Endpoint]) -> JSONResponse:
 
 
 #: the error responses of every inference route
-INFER_ERRORS = documented(400, 413, 422, 500, 503)
+INFER_ERRORS = documented(400, 413, 422, 500, 503, 504)
 
 
 def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
@@ -529,7 +583,7 @@ def _add_sagemaker_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
         "/invocations",
         tags=["sagemaker"],
         response_model=output_model,
-        responses=documented(400, 413, 415, 422, 500, 503),
+        responses=documented(400, 413, 415, 422, 500, 503, 504),
     )
     async def invocations(request: Request) -> Any:
         content_type = request.headers.get("content-type", "application/json").split(";")[0]

@@ -68,6 +68,8 @@ class DynamicBatcher:
         queue = self._queue
         while True:
             first = await queue.get()
+            if first[1].done():  # its caller gave up (timed out or disconnected): skip it
+                continue
             group = [first]
             items = self._count(first[0])
             deadline = time.perf_counter() + self.max_delay_s
@@ -79,12 +81,18 @@ class DynamicBatcher:
                     nxt = await asyncio.wait_for(queue.get(), wait)
                 except asyncio.TimeoutError:
                     break
+                if nxt[1].done():
+                    continue
                 group.append(nxt)
                 items += self._count(nxt[0])
             await self._run(group, items)
 
     async def _run(self, group: Sequence[Any], items: int) -> None:
         started = time.perf_counter()
+        group = [entry for entry in group if not entry[1].done()]  # callers still waiting
+        if not group:
+            return
+        items = sum(self._count(body) for body, _, _ in group)
         if len(group) == 1:
             await self._run_one(group[0], items, started)
             return

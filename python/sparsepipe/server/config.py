@@ -50,6 +50,19 @@ class EndpointConfig(BaseModel):
     max_queue_delay_ms: float = Field(
         default=5.0, ge=0, le=10_000, description="dynamic batching: longest wait for more requests"
     )
+    max_queue_size: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="most requests waiting or running at once; beyond it 503 with Retry-After "
+        "(default: max(32, 4 x max_batch_size x the server's threads))",
+    )
+    request_timeout_s: Optional[float] = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="a request not answered within this many seconds gets 504 and frees its "
+        "slot (default: no limit)",
+    )
     num_replicas: Optional[Union[Annotated[int, Field(ge=1)], Literal["auto"]]] = Field(
         default=None, description="Ray Serve: replicas of this endpoint (an int or 'auto')"
     )
@@ -104,6 +117,17 @@ class ServerConfig(BaseModel):
     port: int = Field(default=5543, ge=0, le=65535)
     integration: Literal["local", "sagemaker"] = "local"
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    def queue_limit(self, endpoint: EndpointConfig, backend: Backend = "local") -> Optional[int]:
+        """The most requests ``endpoint`` holds at once (waiting or running): its
+        ``max_queue_size``, else a few full batches per engine thread on the local server, and
+        no limit of its own on Ray (each replica's max_ongoing_requests bounds the work there)."""
+        if endpoint.max_queue_size is not None:
+            return endpoint.max_queue_size
+        if backend == "ray":
+            return None
+        threads = self.num_threads or os.cpu_count() or 1
+        return max(32, 4 * endpoint.max_batch_size * int(threads))
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerConfig:

@@ -40,7 +40,9 @@ _DESCRIPTIONS = {
     415: "a content type the route does not take",
     422: "the request does not match the input schema",
     500: "the pipeline failed; the body's error_id is in the server log with the traceback",
-    503: "the endpoint cannot take the request now (a replica died); retry after Retry-After",
+    503: "the endpoint cannot take the request now (its max_queue_size is reached, or a replica "
+    "died); retry after Retry-After",
+    504: "the request was not answered within the endpoint's request_timeout_s",
 }
 
 _RETRY_AFTER = {
