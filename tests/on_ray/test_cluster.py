@@ -21,7 +21,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.server]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 #: the nodes, `ray status` and the server share no auth token: loopback only
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+ENV = {
+    **os.environ,
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",  # see conftest.py
+}
 
 
 def _start_node(args: list[str], log: Path) -> subprocess.Popen:
