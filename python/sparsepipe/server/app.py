@@ -10,9 +10,11 @@ loop keeps accepting requests while models run. The same app fronts Ray Serve de
 import asyncio
 import base64
 import binascii
+import hmac
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -257,6 +259,63 @@ class _LimitBody:
             await too_big(scope, receive, send)
 
 
+_INFER_PATH = re.compile(r"^/v2/models/[^/]+/infer(/from_files)?$")
+
+
+class _RequireKey:
+    """ASGI middleware answering 401 to an inference request without ``Authorization: Bearer
+    <key>`` (compared in constant time); every other route stays open."""
+
+    def __init__(self, app: Any, key: str, routes: set[str]) -> None:
+        self.app = app
+        self.key = key.encode()
+        self.routes = routes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path in self.routes or _INFER_PATH.match(path)):
+            header = dict(scope.get("headers") or []).get(b"authorization", b"")
+            scheme, _, token = header.partition(b" ")
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)):
+                refused = JSONResponse(
+                    {"error": "missing or wrong API key: send 'Authorization: Bearer <api_key>'"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _document_auth(app: FastAPI) -> None:
+    """Marks the inference operations of ``app``'s OpenAPI document as needing the bearer key."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        if "bearer" not in schema.setdefault("components", {}).get("securitySchemes", {}):
+            schema["components"].setdefault("securitySchemes", {})["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the server's api_key",
+            }
+            for path, operations in schema.get("paths", {}).items():
+                post = operations.get("post")
+                if post is not None and (path in app.state.auth_routes or _INFER_PATH.match(path)):
+                    post["security"] = [{"bearer": []}]
+                    post.setdefault("responses", {})["401"] = {
+                        "description": "missing or wrong API key",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 class _TooLarge(Exception):
     pass
 
@@ -391,6 +450,10 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
         _add_sagemaker_routes(app, next(iter(endpoints.values())), run)
 
     app.add_middleware(_LimitBody, limit=config.max_request_bytes)
+    if config.api_key is not None:
+        app.state.auth_routes = {ep.config.route for ep in endpoints.values() if ep.config.route}
+        app.add_middleware(_RequireKey, key=config.api_key, routes=app.state.auth_routes)
+        _document_auth(app)
     return app
 
 

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..registry import normalize_task, registered_tasks
 
 __all__ = [
+    "API_KEY_ENV",
     "RAY_SETTINGS",
     "Backend",
     "EndpointConfig",
@@ -25,6 +26,8 @@ __all__ = [
 
 #: endpoint keys that only Ray Serve reads (`sparsepipe serve --backend ray`)
 RAY_SETTINGS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "ray_actor_options")
+#: the environment variable an unset ``api_key`` is read from
+API_KEY_ENV = "SPARSEPIPE_API_KEY"
 #: where a server config runs: this process (uvicorn) or a Ray cluster (Ray Serve)
 Backend = Literal["local", "ray"]
 
@@ -117,6 +120,19 @@ class ServerConfig(BaseModel):
     port: int = Field(default=5543, ge=0, le=65535)
     integration: Literal["local", "sagemaker"] = "local"
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    api_key: Optional[str] = Field(
+        default=None,
+        min_length=8,
+        repr=False,
+        validate_default=True,
+        description="inference routes require 'Authorization: Bearer <api_key>' (default: the "
+        "SPARSEPIPE_API_KEY environment variable; unset: no auth)",
+    )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key_from_environment(cls, v: Any) -> Any:
+        return os.environ.get(API_KEY_ENV) or None if v is None else v
 
     def queue_limit(self, endpoint: EndpointConfig, backend: Backend = "local") -> Optional[int]:
         """The most requests ``endpoint`` holds at once (waiting or running): its
@@ -131,6 +147,12 @@ class ServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerConfig:
+        if self.api_key is not None and self.integration == "sagemaker":
+            raise ValueError(
+                "api_key does not apply to integration 'sagemaker': SageMaker authenticates "
+                "callers itself (IAM) and cannot send the header; unset api_key / "
+                f"{API_KEY_ENV}"
+            )
         names = [e.name for e in self.endpoints]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
