@@ -124,15 +124,17 @@ class ServerConfig(BaseModel):
         default=None,
         min_length=8,
         repr=False,
-        validate_default=True,
         description="inference routes require 'Authorization: Bearer <api_key>' (default: the "
         "SPARSEPIPE_API_KEY environment variable; unset: no auth)",
     )
 
-    @field_validator("api_key", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _key_from_environment(cls, v: Any) -> Any:
-        return os.environ.get(API_KEY_ENV) or None if v is None else v
+    def _key_from_environment(cls, data: Any) -> Any:
+        key = os.environ.get(API_KEY_ENV)
+        if isinstance(data, Mapping) and data.get("api_key") is None and key:
+            return {**data, "api_key": key}
+        return data
 
     def queue_limit(self, endpoint: EndpointConfig, backend: Backend = "local") -> Optional[int]:
         """The most requests ``endpoint`` holds at once (waiting or running): its
