@@ -40,6 +40,7 @@ from .config import (
     field_path,
     load_server_config,
 )
+from .limits import RequestTooLarge, check_limits
 from .metrics import ServerMetrics
 from .responses import documented
 from .tensors import (
@@ -349,6 +350,14 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
                     "retry shortly, or raise its max_queue_size"
                 )
             held[ep.name] += 1
+            check_limits(
+                body,
+                item_count(body),
+                ep.spec.image_field,
+                max_items=ep.config.max_items_per_request,
+                max_text_chars=ep.config.max_text_chars,
+                max_image_pixels=ep.config.max_image_pixels,
+            )
             result = await _within(ep.infer(body, options), ep.config.request_timeout_s)
             status = 200
             metrics.batch_size.labels(ep.name).observe(result.batch_items)
@@ -370,6 +379,10 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
             status = 503
             metrics.errors.labels(ep.name, "unavailable" if admitted else "overloaded").inc()
             return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": "1"})
+        except RequestTooLarge as e:
+            status = 413
+            metrics.errors.labels(ep.name, "too_large").inc()
+            return _error(413, str(e))
         except RequestTimedOut:
             status = 504
             metrics.errors.labels(ep.name, "timeout").inc()

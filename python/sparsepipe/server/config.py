@@ -66,6 +66,15 @@ class EndpointConfig(BaseModel):
         description="a request not answered within this many seconds gets 504 and frees its "
         "slot (default: no limit)",
     )
+    max_items_per_request: Optional[int] = Field(
+        default=1024, ge=1, description="most items (texts, images) in one request; None: no limit"
+    )
+    max_text_chars: Optional[int] = Field(
+        default=1_000_000, ge=1, description="most characters per text; None: no limit"
+    )
+    max_image_pixels: Optional[int] = Field(
+        default=64_000_000, ge=1, description="most pixels per image; None: no limit"
+    )
     num_replicas: Optional[Union[Annotated[int, Field(ge=1)], Literal["auto"]]] = Field(
         default=None, description="Ray Serve: replicas of this endpoint (an int or 'auto')"
     )

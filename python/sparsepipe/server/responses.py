@@ -36,7 +36,8 @@ class ValidationErrorBody(BaseModel):
 _DESCRIPTIONS = {
     400: "an input the task cannot use (unreadable image, malformed tensor request)",
     404: "no model of that name is served",
-    413: "the request body is larger than the server's max_request_bytes",
+    413: "the request body is larger than max_request_bytes, or over one of the endpoint's "
+    "per-request limits (max_items_per_request, max_text_chars, max_image_pixels)",
     415: "a content type the route does not take",
     422: "the request does not match the input schema",
     500: "the pipeline failed; the body's error_id is in the server log with the traceback",
