@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -337,6 +338,8 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
     app.state.config = config
 
     held: dict[str, int] = dict.fromkeys(endpoints, 0)  # requests waiting or running
+    app.state.draining = False  # set on SIGTERM by `serve`: readiness 503, no new requests
+    app.state.in_flight = lambda: sum(held.values())
 
     async def run(ep: Endpoint, body: BaseModel, options: Optional[dict[str, Any]] = None) -> Any:
         received = time.perf_counter()
@@ -344,6 +347,9 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
         limit = config.queue_limit(ep.config, ep.backend)
         admitted = limit is None or held[ep.name] < limit
         try:
+            if app.state.draining:
+                admitted = False
+                raise EndpointUnavailable("the server is shutting down; retry on another instance")
             if not admitted:
                 raise EndpointUnavailable(
                     f"endpoint {ep.name!r} already holds {limit} requests (max_queue_size); "
@@ -417,8 +423,14 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
     async def live() -> dict[str, bool]:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["health"])
-    async def ready() -> dict[str, bool]:
+    @app.get(
+        "/v2/health/ready",
+        tags=["health"],
+        responses={503: {"description": "the server is shutting down"}},
+    )
+    async def ready() -> Any:
+        if app.state.draining:
+            return JSONResponse({"ready": False}, status_code=503)
         return {"ready": True}
 
     @app.get("/v2", tags=["metadata"])
@@ -447,9 +459,17 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
         ep = endpoints.get(name)
         return ep.metadata() if ep else _unknown(name, endpoints)
 
-    @app.get("/v2/models/{name}/ready", tags=["health"], responses=documented(404))
+    @app.get(
+        "/v2/models/{name}/ready",
+        tags=["health"],
+        responses={**documented(404), 503: {"description": "the server is shutting down"}},
+    )
     async def model_ready(name: str) -> Any:
-        return {"name": name, "ready": True} if name in endpoints else _unknown(name, endpoints)
+        if name not in endpoints:
+            return _unknown(name, endpoints)
+        if app.state.draining:
+            return JSONResponse({"name": name, "ready": False}, status_code=503)
+        return {"name": name, "ready": True}
 
     @app.post("/v2/models/{name}/infer", include_in_schema=False)
     async def unknown_infer(name: str) -> Any:
@@ -651,9 +671,11 @@ def _add_sagemaker_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
     output_model = ep.spec.output_schema
     image_field = ep.spec.image_field
 
-    @app.get("/ping", tags=["sagemaker"])
+    @app.get(
+        "/ping", tags=["sagemaker"], responses={503: {"description": "the server is shutting down"}}
+    )
     async def ping() -> Response:
-        return Response(status_code=200)
+        return Response(status_code=503 if app.state.draining else 200)
 
     @app.post(
         "/invocations",
@@ -695,4 +717,34 @@ def serve(config: Any, *, host: Optional[str] = None, port: Optional[int] = None
     app = create_app(config)
     if not app.state.endpoints:
         raise ConfigError("no endpoints to serve")
-    uvicorn.run(app, host=host or config.host, port=port if port is not None else config.port)
+    settings = uvicorn.Config(
+        app,
+        host=host or config.host,
+        port=port if port is not None else config.port,
+        timeout_graceful_shutdown=1,
+    )
+    _draining_server(settings, app, config.shutdown_grace_s).run()
+
+
+def _draining_server(settings: Any, app: FastAPI, grace: float) -> Any:
+    """uvicorn's server, but SIGTERM/SIGINT first drains: readiness turns 503 and new requests
+    get 503 while those in flight finish (up to ``grace`` seconds); then it exits with status 0.
+    A second signal exits at once."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if app.state.draining:
+                self.should_exit = self.force_exit = True
+                return
+            app.state.draining = True
+            logger.warning("shutting down: %d request(s) in flight", app.state.in_flight())
+            threading.Thread(target=self._drain, daemon=True).start()
+
+        def _drain(self) -> None:
+            deadline = time.monotonic() + grace
+            while app.state.in_flight() > 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.should_exit = True
+
+    return DrainingServer(settings)

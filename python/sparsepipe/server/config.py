@@ -129,6 +129,13 @@ class ServerConfig(BaseModel):
     port: int = Field(default=5543, ge=0, le=65535)
     integration: Literal["local", "sagemaker"] = "local"
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM: readiness turns 503 and requests in flight get this long to "
+        "finish before the server exits",
+    )
     api_key: Optional[str] = Field(
         default=None,
         min_length=8,
