@@ -310,12 +310,13 @@ def run(
             "port": port if port is not None else server.port,
         },
     )
+    stop = threading.Event()
+    if blocking:  # before deploying: a signal during the deployment must not kill the process
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
     handle = serve.run(application, name=APP_NAME, route_prefix="/")
     if not blocking:
         return handle
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     print(
         f"sparsepipe: serving {len(server.endpoints)} endpoint(s) on Ray Serve at "
         f"http://{host or server.host}:{port if port is not None else server.port}",
