@@ -21,3 +21,23 @@ def ray_cluster() -> Iterator[Any]:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def same_answer(got: Any, want: Any, rel: float = 1e-5) -> bool:
+    """``got`` equals ``want`` exactly but for floats, which may differ by ``rel``: a replica is
+    another process, whose engine may sum in another order than this one's."""
+    if isinstance(want, float) and isinstance(got, (int, float)):
+        return abs(got - want) <= rel * max(abs(want), 1e-12)
+    if isinstance(want, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(same_answer(got[k], want[k], rel) for k in want)
+        )
+    if isinstance(want, (list, tuple)):
+        return (
+            isinstance(got, (list, tuple))
+            and len(got) == len(want)
+            and all(same_answer(g, w, rel) for g, w in zip(got, want))
+        )
+    return bool(got == want)
