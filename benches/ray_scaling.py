@@ -24,12 +24,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_load import _free_port, _load, _texts
+from server_load import _free_port, _load, _texts, _wait_ready
 
 MODES = ("inproc", "local", "serve", "data")
 
@@ -90,24 +90,11 @@ def _local(task: str, k: int, texts: list[str], batch: int, seconds: float) -> d
     proc = subprocess.Popen([sys.executable, "-m", "sparsepipe", "serve", "--config", str(cfg)])
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url, proc.poll)
+        _wait_ready(url, proc.poll, "/v2/models/bench/ready")
         return _http_rate(url, "/v2/models/bench/infer", texts, batch, 2 * k, seconds)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-
-
-def _wait(url: str, dead: Callable[[], Any]) -> None:
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/models/bench/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline or dead() is not None:
-            raise SystemExit(f"the server at {url} did not start")
-        time.sleep(0.5)
 
 
 def _serve(task: str, k: int, texts: list[str], batch: int, seconds: float, port: int):
@@ -133,7 +120,7 @@ def _serve(task: str, k: int, texts: list[str], batch: int, seconds: float, port
         serve.delete(APP_NAME)
     run(config, host="127.0.0.1", port=port, blocking=False)
     url = f"http://127.0.0.1:{port}"
-    _wait(url, lambda: None)
+    _wait_ready(url, lambda: None, "/v2/models/bench/ready")
     return _http_rate(url, "/v2/models/bench/infer", texts, batch, 2 * k, seconds)
 
 

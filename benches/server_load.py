@@ -42,6 +42,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_ready(url: str, dead, path: str = "/v2/health/ready", timeout_s: float = 300) -> None:
+    """Waits until ``url + path`` answers 200; SystemExit when ``dead()`` (the server's exit code,
+    None while it runs) says it stopped or ``timeout_s`` passes."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}{path}", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline or dead() is not None:
+            raise SystemExit(f"the server at {url} did not start")
+        time.sleep(0.2)
+
+
 def _load(call, clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors = 0
@@ -116,16 +131,7 @@ def main() -> None:
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
+        _wait_ready(url, proc.poll)
     clients = [httpx.Client(base_url=url, timeout=60) for _ in range(args.clients)]
 
     def http_call(i: int) -> bool:
