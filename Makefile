@@ -34,7 +34,7 @@ test-deps: $(PY)
 	$(PIP) install -q "numpy>=1.21" "pytest>=7" "onnx>=1.14" "onnxruntime>=1.15" tokenizers pillow ruff \
 		"fastapi>=0.100" "uvicorn>=0.23" "prometheus-client>=0.17" "python-multipart>=0.0.6" httpx \
 		boto3 "moto>=5" openapi-spec-validator "mypy>=1.8" "tritonclient[http]" \
-		"ray[serve,data]>=2.60,<3" "pandas>=1.5" "pyarrow>=12"
+		"ray[serve,data]>=2.60,<3" "pandas>=1.5" "pyarrow>=12" "schemathesis>=4.1,<5" "hypothesis>=6.100"
 
 .PHONY: demo
 demo: install test-deps ## Install, then run the embedded default pipelines (sentiment, PII NER)

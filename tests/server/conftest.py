@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +62,33 @@ def start_server() -> Iterator[Any]:
     yield start
     for s in servers:
         s.stop()
+
+
+def start_cli_server(tmp_path: Path, config: dict[str, Any]) -> tuple[subprocess.Popen, str]:
+    """`sparsepipe serve --config` in a subprocess on 127.0.0.1:<free port>, once it is ready;
+    the caller stops the process. Its stdout and stderr go to ``tmp_path / "server.log"`` (a
+    file, not a pipe: a pipe nobody reads would block the server once its buffer is full)."""
+    port = free_port()
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({**config, "host": "127.0.0.1", "port": port}))
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparsepipe", "serve", "--config", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            proc.wait(timeout=60)
+            tail = log.read_text("utf-8", errors="replace")[-2000:]
+            raise AssertionError(f"server did not start: {tail}")
+        time.sleep(0.2)

@@ -269,13 +269,23 @@ MALFORMED = [
     ("/v2/models/sentiment", {"json": {}}, 405),
     ("/predict", {"json": {"sequences": None}}, 422),
     ("/predict", {"content": b"]["}, 422),
+    (
+        "/predict",
+        {"content": b"\xff5@\x00", "headers": {"content-type": "application/json"}},
+        400,
+    ),
 ]
 
 
 @pytest.mark.parametrize("path, kwargs, status", MALFORMED)
 def test_malformed_requests_get_the_right_4xx(server, path, kwargs, status):
+    from sparsepipe.server.responses import ErrorBody, ValidationErrorBody
+
     r = server.client.post(path, **kwargs)
     assert r.status_code == status, r.text
+    body = (ValidationErrorBody if status == 422 else ErrorBody).model_validate(r.json())
+    if status == 405:
+        assert "POST is not allowed" in body.error
     assert server.client.get("/v2/health/ready").status_code == 200
     ok = server.client.post("/v2/models/sentiment/infer", json={"sequences": "still fine"})
     assert ok.status_code == 200

@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from .conftest import free_port
+from .conftest import start_cli_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -21,11 +19,8 @@ TEXTS = [f"review {i}: the film was {'great' if i % 2 else 'dull'} and long" for
 
 
 def _start(tmp_path, grace: float) -> tuple[subprocess.Popen, str]:
-    port = free_port()
     config = {
         "num_threads": 1,
-        "host": "127.0.0.1",
-        "port": port,
         "shutdown_grace_s": grace,
         "endpoints": [
             {
@@ -36,25 +31,7 @@ def _start(tmp_path, grace: float) -> tuple[subprocess.Popen, str]:
             }
         ],
     }
-    path = tmp_path / "server.json"
-    path.write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsepipe", "serve", "--config", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if time.time() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise AssertionError(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
-        time.sleep(0.2)
+    return start_cli_server(tmp_path, config)
 
 
 def test_sigterm_drains_requests_in_flight_then_exits_0(tmp_path):
@@ -87,7 +64,6 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=60)
-        proc.stdout.close()
 
 
 def test_a_second_signal_exits_at_once(tmp_path):
@@ -110,4 +86,3 @@ def test_a_second_signal_exits_at_once(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=60)
-        proc.stdout.close()

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import anyio
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Path, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ConfigError, InputError, SparsepipeError
@@ -419,6 +420,18 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            message = f"{exc.detail}: send what the route's schema takes (see /docs)"
+        elif exc.status_code == 404:
+            message = f"no route {request.url.path!r}; the routes are listed at /docs"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path!r}; see /docs"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
     @app.get("/v2/health/live", tags=["health"])
     async def live() -> dict[str, bool]:
         return {"live": True}
@@ -454,8 +467,13 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
     for ep in endpoints.values():
         _add_endpoint_routes(app, ep, run)
 
+    served: Any = Path(
+        description="the name of a served model (any other name gets 404)",
+        json_schema_extra={"enum": sorted(endpoints)},
+    )
+
     @app.get("/v2/models/{name}", tags=["metadata"], responses=documented(404))
-    async def model_metadata(name: str) -> Any:
+    async def model_metadata(name: str = served) -> Any:
         ep = endpoints.get(name)
         return ep.metadata() if ep else _unknown(name, endpoints)
 
@@ -464,7 +482,7 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
         tags=["health"],
         responses={**documented(404), 503: {"description": "the server is shutting down"}},
     )
-    async def model_ready(name: str) -> Any:
+    async def model_ready(name: str = served) -> Any:
         if name not in endpoints:
             return _unknown(name, endpoints)
         if app.state.draining:
@@ -617,7 +635,7 @@ def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
         )(infer)
     if image_field is not None:
 
-        async def infer_files(files: list[UploadFile] = File(...)) -> Any:  # noqa: B008
+        async def infer_files(files: list[UploadFile] = File(..., min_length=1)) -> Any:  # noqa: B008
             images = [await f.read() for f in files]
             return await run(ep, input_model(**{image_field: images}))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Annotated, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
@@ -14,13 +14,30 @@ __all__ = [
 ]
 
 
+#: a non-empty text (the validator below says which one is empty; the schema states it for HTTP)
+_Text = Annotated[StrictStr, Field(json_schema_extra={"minLength": 1})]
+
+#: both strings or both lists: the JSON schema's form of the first rule `_paired` checks (the
+#: equal lengths of the lists are stated in the description, JSON Schema cannot express them)
+_PAIRED_FORMS = {
+    "oneOf": [
+        {"properties": {"question": {"type": "string"}, "context": {"type": "string"}}},
+        {"properties": {"question": {"type": "array"}, "context": {"type": "array"}}},
+    ]
+}
+
+
 class QuestionAnsweringInput(BaseModel):
     """A question and the context to find its answer in (or equal-length lists of both)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_PAIRED_FORMS)
 
-    question: Union[StrictStr, list[StrictStr]]
-    context: Union[StrictStr, list[StrictStr]]
+    question: Union[_Text, list[_Text]] = Field(
+        description="a question, or a list of questions as long as the list of contexts"
+    )
+    context: Union[_Text, list[_Text]] = Field(
+        description="the text to find the answer in, or a list of them (one per question)"
+    )
 
     @model_validator(mode="after")
     def _paired(self) -> QuestionAnsweringInput:
