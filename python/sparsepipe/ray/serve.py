@@ -35,7 +35,7 @@ from ..server.app import (
     create_app,
     item_count,
 )
-from ..server.batching import Merged
+from ..server.batching import Merged, call_contained
 from ..server.config import EndpointConfig, ServerConfig, check_backend, load_server_config
 from . import require_ray
 
@@ -166,7 +166,7 @@ class PipelineReplica:
     ) -> Union[Merged, _Failure]:
         started = time.perf_counter()
         try:
-            out = self.pipeline(body, **(options or {}))
+            out = call_contained(self.pipeline, body, **(options or {}))
         except Exception as e:
             return _Failure(e)
         return Merged(out, self.pipeline.timings, started - received, items)
@@ -179,7 +179,7 @@ class PipelineReplica:
             merged, counts, singles = self.fields.merge(
                 [r[0] for r in requests], self.pipeline.input_schema
             )
-            out = self.pipeline(merged)
+            out = call_contained(self.pipeline, merged)
             timings = self.pipeline.timings
             parts = self.fields.split(out, self.pipeline.output_schema, counts, singles)
         except Exception:  # one bad request must not fail the others: run each alone

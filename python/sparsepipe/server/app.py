@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import ConfigError, InputError, SparsepipeError
 from ..pipeline import Pipeline
-from .batching import DynamicBatcher, Merged
+from .batching import DynamicBatcher, Merged, call_contained
 from .config import (
     Backend,
     EndpointConfig,
@@ -174,7 +174,7 @@ class LocalEndpoint(Endpoint):
         def call() -> tuple[Any, Any]:
             nonlocal started
             started = time.perf_counter()
-            out = self.pipeline(body, **(options or {}))
+            out = call_contained(self.pipeline, body, **(options or {}))
             return out, self.pipeline.timings
 
         out, timings = await anyio.to_thread.run_sync(call)

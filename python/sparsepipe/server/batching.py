@@ -11,7 +11,22 @@ from pydantic import BaseModel
 
 from ..pipeline import BatchFields
 
-__all__ = ["DynamicBatcher", "Merged"]
+__all__ = ["DynamicBatcher", "Merged", "PipelineCrashed", "call_contained"]
+
+
+class PipelineCrashed(RuntimeError):
+    """A pipeline call ended with a BaseException that is not an Exception (``SystemExit``,
+    ``KeyboardInterrupt`` raised by pipeline code): the request fails, the server does not."""
+
+
+def call_contained(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, with a non-Exception BaseException turned into PipelineCrashed."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        raise
+    except BaseException as e:
+        raise PipelineCrashed(f"the pipeline raised {type(e).__name__}({e!r})") from e
 
 
 @dataclass
@@ -121,5 +136,5 @@ class DynamicBatcher:
             future.set_result(Merged(out, timings, started - received, items))
 
     def _call(self, body: BaseModel) -> tuple[Any, Any]:
-        out = self.pipeline(body)
+        out = call_contained(self.pipeline, body)
         return out, self.timings()
