@@ -599,10 +599,13 @@ class Pipeline(ABC):
     def engine_forward(self, engine_inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Runs the engine over the arrays in ``batch_size`` chunks and joins the outputs.
 
+        ``engine_inputs`` is a list or tuple of arrays, one per model input (one array alone is
+        taken as that list of one); anything else raises `InputError`.
+
         A chunk smaller than ``batch_size`` is padded (with copies of its last row) only when the
         model's batch size is fixed; outputs are trimmed back to the real rows either way.
         """
-        arrays = [np.asarray(a) for a in engine_inputs]
+        arrays = _engine_arrays(engine_inputs)
         if not arrays or arrays[0].ndim == 0:
             return self.run_engine(arrays)
         n = arrays[0].shape[0]
@@ -692,3 +695,22 @@ def init_options(cls: type) -> list[str]:
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names:
                 names.append(p.name)
     return names
+
+
+def _engine_arrays(engine_inputs: Any) -> list[np.ndarray]:
+    """The engine's input arrays from what processing returned, or InputError saying what is
+    wrong with it."""
+    if isinstance(engine_inputs, np.ndarray):
+        return [engine_inputs]
+    if not isinstance(engine_inputs, (list, tuple)):
+        raise InputError(
+            "the engine inputs must be a list of numpy arrays, one per model input; got "
+            f"{type(engine_inputs).__name__}"
+        )
+    arrays = []
+    for i, a in enumerate(engine_inputs):
+        try:
+            arrays.append(np.asarray(a))
+        except (ValueError, TypeError) as e:
+            raise InputError(f"engine input {i} cannot be made a numpy array: {e}") from None
+    return arrays

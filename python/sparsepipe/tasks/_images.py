@@ -106,6 +106,11 @@ def _read_file(path: Any, prefix: str) -> bytes:
         raise InputError(f"{prefix}: the path is an empty string")
     p = Path(text)
     try:
+        if p.exists() and not p.is_dir() and not p.is_file():
+            raise InputError(
+                f"{prefix}: {text!r} is not a regular file (a device, pipe or socket); "
+                "pass an image file or its bytes"
+            )
         data = p.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{prefix}: no such file: {text!r}") from None
@@ -113,6 +118,8 @@ def _read_file(path: Any, prefix: str) -> bytes:
         raise InputError(f"{prefix}: {text!r} is a directory, not an image file") from None
     except OSError as e:
         raise InputError(f"{prefix}: cannot read {text!r}: {e}") from None
+    except ValueError as e:  # a NUL character in the path
+        raise InputError(f"{prefix}: {text!r} is not a valid path: {e}") from None
     if not data:
         raise InputError(f"{prefix}: file {text!r} is empty")
     return data
