@@ -1,4 +1,5 @@
-"""Load test: N concurrent HTTP clients for T seconds against ``sparsepipe serve``.
+"""Load test: N concurrent HTTP clients for T seconds against ``sparsepipe serve``, or a soak of
+N mixed requests.
 
 Starts ``sparsepipe serve`` for ``--task`` on a free port (or targets ``--url``), runs
 ``--clients`` threads posting one review sentence each per request for ``--seconds``, and prints
@@ -7,13 +8,29 @@ called in-process by the same number of threads. Example::
 
     python benches/server_load.py --task sentiment-analysis --clients 16 --seconds 10 \\
         --max-batch-size 16
+
+``--soak N`` serves the embedded sentiment and image-classification defaults and sends N mixed
+requests from ``--clients`` (default 64) concurrent clients: valid texts, text lists, images as
+data URLs and as uploaded files, and, each with the status it must get, malformed JSON (422),
+schema violations (422), undecodable images (400), bodies over ``max_request_bytes`` (413) and
+unknown models (404). It reports throughput, p50/p99, responses by kind and status, unexpected
+statuses and lost responses (both must be 0), and the server's resident memory at start, after
+warm-up (the first tenth) and at the end (growth after warm-up must stay under 5%); then it runs
+the same valid requests through the same pipelines in-process with as many threads and prints the
+throughput ratio (``--no-baseline`` skips that). ``--json PATH`` writes the report. Example::
+
+    python benches/server_load.py --soak 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import itertools
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -93,16 +110,287 @@ def _load(call, clients: int, seconds: float) -> dict:
     }
 
 
+# ---- soak: N mixed requests, statuses checked, memory watched --------------------------------
+
+#: (kind, weight in 20, the status it must get)
+SOAK_MIX = [
+    ("text", 10, 200),
+    ("text_list", 2, 200),
+    ("image", 2, 200),
+    ("image_file", 1, 200),
+    ("malformed_json", 1, 422),
+    ("schema_violation", 1, 422),
+    ("bad_image", 1, 400),
+    ("oversize", 1, 413),
+    ("unknown_model", 1, 404),
+]
+SOAK_EXPECTED = {kind: status for kind, _, status in SOAK_MIX}
+SOAK_VALID = {kind for kind, _, status in SOAK_MIX if status == 200}
+SOAK_MAX_REQUEST_BYTES = 256 * 1024
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _soak_image() -> bytes:
+    from PIL import Image
+
+    path = SHARED / "samples" / "images" / "coffee.png"
+    img = Image.open(path).convert("RGB") if path.is_file() else Image.new("RGB", (8, 8), "red")
+    out = io.BytesIO()
+    img.resize((128, 128)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _soak_kinds(n: int) -> list[str]:
+    """``n`` request kinds in the SOAK_MIX proportions, in a fixed shuffled order."""
+    block = [kind for kind, weight, _ in SOAK_MIX for _ in range(weight)]
+    kinds: list[str] = []
+    rng = random.Random(0)
+    while len(kinds) < n:
+        rng.shuffle(block)
+        kinds.extend(block)
+    return kinds[:n]
+
+
+def _soak_request(client: httpx.Client, kind: str, i: int, texts: list[str], png: bytes):
+    text = texts[i % len(texts)]
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    if kind == "text":
+        return client.post("/v2/models/text/infer", json={"sequences": text})
+    if kind == "text_list":
+        return client.post("/v2/models/text/infer", json={"sequences": [text] * 4})
+    if kind == "image":
+        return client.post("/v2/models/image/infer", json={"images": [url]})
+    if kind == "image_file":
+        files = [("files", ("image.png", png, "image/png"))]
+        return client.post("/v2/models/image/infer/from_files", files=files)
+    if kind == "malformed_json":
+        body = b'{"sequences": ["' + text.encode()
+        return client.post(
+            "/v2/models/text/infer", content=body, headers={"content-type": "application/json"}
+        )
+    if kind == "schema_violation":
+        return client.post("/v2/models/text/infer", json={"sequences": i})
+    if kind == "bad_image":
+        return client.post(
+            "/v2/models/image/infer", json={"images": ["data:image/png;base64,AAAA"]}
+        )
+    if kind == "oversize":
+        body = json.dumps({"sequences": "x" * SOAK_MAX_REQUEST_BYTES}).encode()
+        return client.post(
+            "/v2/models/text/infer", content=body, headers={"content-type": "application/json"}
+        )
+    if kind == "unknown_model":
+        return client.post("/v2/models/nope/infer", json={"sequences": text})
+    raise ValueError(kind)
+
+
+def _soak_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    common = {"max_queue_size": 4 * args.clients, "max_items_per_request": None}
+    config: dict = {
+        "endpoints": [
+            {
+                "task": "sentiment-analysis",
+                "name": "text",
+                "max_batch_size": args.max_batch_size,
+                "max_queue_delay_ms": args.max_queue_delay_ms,
+                **common,
+            },
+            {"task": "image-classification", "name": "image", **common},
+        ],
+        "max_request_bytes": SOAK_MAX_REQUEST_BYTES,
+        "host": "127.0.0.1",
+        "port": port,
+    }
+    if args.num_threads:
+        config["num_threads"] = args.num_threads
+    cfg = Path(tempfile.mkdtemp()) / "server.json"
+    cfg.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsepipe", "serve", "--config", str(cfg)],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, proc.poll)
+    return proc, url
+
+
+def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png: bytes) -> dict:
+    proc, url = _soak_server(args)
+    n = len(kinds)
+    warmup = args.warmup if args.warmup is not None else max(1, n // 10)
+    marks = {max(1, n * k // 10): f"{10 * k}%" for k in range(1, 11)}
+    lock = threading.Lock()
+    counter = itertools.count()
+    latencies: list[float] = []
+    by_kind: dict[str, dict[str, int]] = {kind: {} for kind in SOAK_EXPECTED}
+    lost: list[str] = []
+    rss = {"start": _rss_mb(proc.pid)}
+    done = 0
+
+    def worker() -> None:
+        nonlocal done
+        with httpx.Client(base_url=url, timeout=120) as client:
+            while (i := next(counter)) < n:
+                kind = kinds[i]
+                t0 = time.perf_counter()
+                try:
+                    status = str(_soak_request(client, kind, i, texts, png).status_code)
+                except httpx.HTTPError as e:
+                    status = None
+                    with lock:
+                        lost.append(f"{kind}: {type(e).__name__}: {e}")
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    if status is not None:
+                        by_kind[kind][status] = by_kind[kind].get(status, 0) + 1
+                    done += 1
+                    if done == warmup:
+                        rss["after_warmup"] = _rss_mb(proc.pid)
+                    if done in marks:
+                        rss[marks[done]] = _rss_mb(proc.pid)
+
+    threads = [threading.Thread(target=worker) for _ in range(args.clients)]
+    start = time.perf_counter()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        rss["end"] = _rss_mb(proc.pid)
+        alive = proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    unexpected = {
+        kind: {s: c for s, c in statuses.items() if int(s) != SOAK_EXPECTED[kind]}
+        for kind, statuses in by_kind.items()
+    }
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    valid = sum(1 for k in kinds if k in SOAK_VALID)
+    return {
+        "requests": n,
+        "warmup_requests": warmup,
+        "clients": args.clients,
+        "seconds": elapsed,
+        "requests_per_s": n / elapsed,
+        "valid_requests_per_s": valid / elapsed,
+        "p50_ms": q[49] * 1e3,
+        "p99_ms": q[98] * 1e3,
+        "statuses": by_kind,
+        "unexpected": {k: v for k, v in unexpected.items() if v},
+        "unexpected_count": sum(sum(v.values()) for v in unexpected.values()),
+        "lost": len(lost),
+        "lost_examples": lost[:5],
+        "rss_mb": rss,
+        "rss_growth_after_warmup": rss["end"] / rss.get("after_warmup", rss["end"]) - 1,
+        "server_alive_at_end": alive,
+    }
+
+
+def _soak_inprocess(args: argparse.Namespace, kinds: list[str], texts: list[str], png: bytes):
+    """The valid requests of the soak through the same pipelines, called by as many threads."""
+    from sparsepipe import Pipeline
+
+    text = Pipeline.create("sentiment-analysis", num_threads=args.num_threads)
+    image = Pipeline.create("image-classification", num_threads=args.num_threads)
+    calls = {
+        "text": lambda i: text(sequences=texts[i % len(texts)]),
+        "text_list": lambda i: text(sequences=[texts[i % len(texts)]] * 4),
+        "image": lambda i: image(images=[png]),
+        "image_file": lambda i: image(images=[png]),
+    }
+    work = [(i, k) for i, k in enumerate(kinds) if k in SOAK_VALID]
+    for k in calls:
+        calls[k](0)
+    counter = itertools.count()
+
+    def worker() -> None:
+        while (j := next(counter)) < len(work):
+            i, kind = work[j]
+            calls[kind](i)
+
+    threads = [threading.Thread(target=worker) for _ in range(args.clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"valid_requests_per_s": len(work) / (time.perf_counter() - start)}
+
+
+def soak(args: argparse.Namespace) -> dict:
+    """Runs the soak (and the in-process baseline unless ``--no-baseline``); prints the report."""
+    texts, png = _texts(), _soak_image()
+    kinds = _soak_kinds(args.soak)
+    report = _soak_http(args, kinds, texts, png)
+    if not args.no_baseline:
+        local = _soak_inprocess(args, kinds, texts, png)
+        report["inprocess_valid_requests_per_s"] = local["valid_requests_per_s"]
+        report["server_vs_inprocess"] = (
+            report["valid_requests_per_s"] / local["valid_requests_per_s"]
+        )
+    r = report
+    print(
+        f"soak: {r['requests']} mixed requests, {r['clients']} clients, {r['seconds']:.0f} s: "
+        f"{r['requests_per_s']:.1f} req/s ({r['valid_requests_per_s']:.1f} valid/s), "
+        f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+    )
+    for kind, statuses in r["statuses"].items():
+        print(f"  {kind:17s} {statuses}  (expected {SOAK_EXPECTED[kind]})")
+    print(f"  unexpected statuses {r['unexpected_count']}, lost responses {r['lost']}")
+    m = r["rss_mb"]
+    growth = 100 * r["rss_growth_after_warmup"]
+    print(
+        f"  server RSS: start {m['start']:.0f} MiB, after warm-up {m.get('after_warmup', 0):.0f} "
+        f"MiB, end {m['end']:.0f} MiB (growth after warm-up {growth:+.1f}%)"
+    )
+    print("  RSS by progress: " + ", ".join(f"{k} {v:.0f}" for k, v in m.items() if "%" in k))
+    if "server_vs_inprocess" in r:
+        local = r["inprocess_valid_requests_per_s"]
+        print(
+            f"  in-process, same valid requests and threads: {local:.1f} valid/s; "
+            f"server / in-process {r['server_vs_inprocess']:.2f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="sentiment-analysis")
     parser.add_argument("--url", default=None, help="an already running server")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=None, help="default 16 (soak: 64)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max-batch-size", type=int, default=1)
     parser.add_argument("--max-queue-delay-ms", type=float, default=5.0)
     parser.add_argument("--num-threads", type=int, default=None)
+    parser.add_argument("--soak", type=int, default=None, metavar="N", help="N mixed requests")
+    parser.add_argument("--no-baseline", action="store_true", help="soak: skip the in-process run")
+    parser.add_argument(
+        "--warmup", type=int, default=None, metavar="K", help="soak: warm-up requests (N/10)"
+    )
+    parser.add_argument("--json", default=None, metavar="PATH", help="soak: write the report")
     args = parser.parse_args()
+    if args.soak is not None:
+        if args.url or args.soak < 1:
+            parser.error("--soak N needs N >= 1 and starts its own server (no --url)")
+        args.clients = args.clients or 64
+        report = soak(args)
+        failed = report["unexpected_count"] or report["lost"] or not report["server_alive_at_end"]
+        raise SystemExit(1 if failed else 0)
+    args.clients = args.clients or 16
     texts = _texts()
 
     proc = None
