@@ -33,12 +33,15 @@ def main() -> None:
         f"post {t.post * 1e3:.1f} ms"
     )
 
-    ner = Pipeline.create("ner", aggregation_strategy="first")
+    ner = Pipeline.create("ner")  # the PII model's defaults: aggregation "first", merge_adjacent
     text = "Hi, I'm Maria Garcia from 12 Elm Street, Austin TX 78701; mail maria.g@example.org"
     entities = ner(text).predictions[0]
     print("\nner (PII):", text)
     for e in entities:
-        print(f"  {e.entity:16s} {e.score:.3f}  {text[e.start : e.end]!r}")
+        print(f"  {e.entity:16s} {e.score:.3f}  {e.word!r}")
+    pieces = ner(text, merge_adjacent=False).predictions[0]
+    emails = [e.word for e in pieces if e.entity == "EMAIL"]
+    print(f"  (merge_adjacent=False gives the model's own pieces: EMAIL {emails})")
 
     if importlib.util.find_spec("onnxruntime") is not None:
         ort = Pipeline.create("sentiment-analysis", batch_size=4, engine_type="onnxruntime")

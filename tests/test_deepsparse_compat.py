@@ -166,12 +166,14 @@ def test_object_detection_takes_deepsparse_threshold_names(shared_dir):
 
 
 def test_token_classification_results_say_whether_they_are_grouped():
-    ner = Pipeline.create("token-classification")
+    ner = Pipeline.create("token-classification", aggregation_strategy="none", merge_adjacent=False)
     text = "My name is Sarah Jessica Parker and I live in London"
     tokens = ner(text).predictions[0]
     groups = ner(text, aggregation_strategy="simple").predictions[0]
     assert tokens and not any(e.is_grouped for e in tokens)
     assert groups and all(e.is_grouped for e in groups)
+    shipped = Pipeline.create("token-classification")(text).predictions[0]  # first + merge
+    assert shipped and all(e.is_grouped for e in shipped)
 
 
 def test_a_pipelines_alias_names_its_server_endpoint():
@@ -231,7 +233,8 @@ def test_deepsparse_readme_examples_run_with_the_import_changed(shared_dir):
 
     ner = Pipeline.create(task="token_classification", engine_type="deepsparse")
     out = ner(inputs="My name is Sarah Jessica Parker and I live in London")
-    assert out.predictions[0] and all(not e.is_grouped for e in out.predictions[0])
+    # the embedded PII model ships grouped, merged entities as its default
+    assert [(e.entity, e.word) for e in out.predictions[0]][-1] == ("CITY", "London")
 
     cv_pipeline = Pipeline.create(task="image_classification")
     assert cv_pipeline(images=[str(images / "coffee.png")]).labels == [["espresso"]]

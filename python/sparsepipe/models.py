@@ -68,6 +68,22 @@ def _zoo_models() -> list[ModelInfo]:
     return out
 
 
+def shipped_options(model_path: Any) -> dict[str, Any]:
+    """The pipeline options an embedded model ships as its defaults (its ``zoo.json``'s
+    ``pipeline_options``) when ``model_path`` is a ``zoo:<name>`` reference; {} otherwise."""
+    if not isinstance(model_path, str) or not model_path.startswith("zoo:"):
+        return {}
+    bare = model_path[4:]
+    if bare not in _ZOO:
+        return {}
+    try:
+        meta = json.loads((ZOO_DIR / bare / "zoo.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    options = meta.get("pipeline_options") if isinstance(meta, dict) else None
+    return dict(options) if isinstance(options, dict) else {}
+
+
 def list() -> list[ModelInfo]:
     """The embedded models, in a fixed order."""
     return _zoo_models()

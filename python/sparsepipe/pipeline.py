@@ -255,11 +255,21 @@ class Pipeline(ABC):
         task = type(self).task or type(self).__name__
         schema = type(self).options_schema
         if schema is not None:
+            source = model_path if model_path is not None else type(self).default_model_path
+            shipped = {
+                k: v for k, v in models.shipped_options(source).items() if k in schema.model_fields
+            }
             given = {k: kwargs.pop(k) for k in list(kwargs) if k in schema.model_fields}
             try:
-                self._options = schema.model_validate(given)
+                self._options = schema.model_validate({**shipped, **given})
             except ValidationError as e:
-                raise ConfigError(f"invalid option for task {task!r}:\n{e}") from e
+                note = (
+                    f"\n(the embedded model {source} ships the defaults {shipped}; pass any of "
+                    "them to override it)"
+                    if shipped
+                    else ""
+                )
+                raise ConfigError(f"invalid option for task {task!r}:\n{e}{note}") from e
         if kwargs:
             valid = ["model_path", *init_options(type(self))]
             if type(self).options_schema is not None:

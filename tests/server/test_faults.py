@@ -161,7 +161,7 @@ def test_any_pipeline_exception_is_a_500_with_an_error_id_and_isolated(server, c
     assert logged and logged[0].exc_info is not None  # the traceback is logged under that id
     assert [g.status_code for g in good] == [200, 200, 200]
     assert [n.status_code for n in ner] == [200, 200]
-    assert [e["word"] for e in ner[0].json()["predictions"][0]][:1] == ["maria"]
+    assert [e["word"] for e in ner[0].json()["predictions"][0]][:1] == ["Maria"]
     _wait_idle(server)
     _all_answered(server)
     r = httpx.get(f"{server.url}/v2/health/ready")

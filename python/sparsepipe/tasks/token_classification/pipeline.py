@@ -9,7 +9,7 @@ import numpy as np
 from ...errors import ConfigError, InputError, ModelLoadError
 from ...pipeline import BatchFields, EngineInputs, Pipeline
 from .._text import TextPipeline, check_encodable
-from .postprocess import postprocess_token_classification
+from .postprocess import merge_adjacent, postprocess_token_classification
 from .schemas import (
     TokenClassificationInput,
     TokenClassificationOptions,
@@ -103,6 +103,8 @@ class TokenClassificationPipeline(TextPipeline):
                 aggregation_strategy=opts.aggregation_strategy,
                 ignore_labels=opts.ignore_labels,
             )
+            if opts.merge_adjacent:
+                entities = merge_adjacent(text, entities)
             predictions.append(
                 [
                     TokenClassificationResult(

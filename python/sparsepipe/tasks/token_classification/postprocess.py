@@ -2,7 +2,8 @@
 
 Pure numpy on top of ``tokenizers`` (no ``transformers``): softmax over labels, pre-entity
 gathering, word aggregation (``first``/``average``/``max``), B-/I- grouping, ``ignore_labels``
-filtering and the merge of entities found in overlapping stride windows.
+filtering and the merge of entities found in overlapping stride windows. `merge_adjacent` (not in
+Hugging Face) joins same-group entities that touch in the text into one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGGREGATION_STRATEGIES",
+    "MERGE_JOINERS",
     "encode_windows",
+    "merge_adjacent",
     "postprocess_token_classification",
 ]
 
@@ -30,6 +33,44 @@ AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
 """Valid ``aggregation_strategy`` values, as accepted by Hugging Face's pipeline."""
 
 _UNK_ID_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+MERGE_JOINERS = frozenset(".@-_/+:#?=&%~")
+"""The characters that may lie between two entities `merge_adjacent` joins (those inside e-mail
+addresses, URLs, phone numbers and handles); any other character, a space included, keeps them
+apart."""
+
+
+def merge_adjacent(text: str, entities: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Grouped ``entities`` of ``text`` (in text order) with each run of same-group entities that
+    touch merged into one: the next starts where the previous ends, or only `MERGE_JOINERS`
+    characters lie between. A merged entity spans from the first's ``start`` to the last's
+    ``end``, its ``word`` is ``text[start:end]`` and its ``score`` the mean of the merged scores.
+    Every entity's ``word`` becomes its exact text slice; entities without offsets stay apart."""
+    out: list[dict[str, Any]] = []
+    scores: list[list[float]] = []
+    for entity in entities:
+        e = dict(entity)
+        group = e.get("entity_group", e.get("entity"))
+        start, end = e.get("start"), e.get("end")
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and start is not None
+            and prev.get("end") is not None
+            and prev.get("entity_group", prev.get("entity")) == group
+            and prev["end"] <= start
+            and all(ch in MERGE_JOINERS for ch in text[prev["end"] : start])
+        ):
+            prev["end"] = end
+            prev["word"] = text[prev["start"] : end]
+            scores[-1].append(float(e["score"]))
+            prev["score"] = float(np.mean(scores[-1]))
+            continue
+        if start is not None and end is not None:
+            e["word"] = text[start:end]
+        out.append(e)
+        scores.append([float(e["score"])])
+    return out
 
 
 def _check_strategy(aggregation_strategy: str) -> str:

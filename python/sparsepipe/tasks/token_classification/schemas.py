@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 __all__ = [
     "TokenClassificationInput",
@@ -41,10 +41,28 @@ class TokenClassificationOptions(BaseModel):
         "length; None = a quarter of the sequence length (at most 128)",
     )
 
+    merge_adjacent: bool = Field(
+        default=False,
+        description="after aggregation, join same-group entities that touch in the text (nothing "
+        "or only characters of .@-_/+:#?=&%~ between) into one entity: start of the first, end "
+        "of the last, word = the text slice, score = the mean of the merged scores (not in "
+        "Hugging Face; needs an aggregation_strategy other than 'none')",
+    )
+
     @field_validator("aggregation_strategy", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _merge_needs_groups(self) -> TokenClassificationOptions:
+        if self.merge_adjacent and self.aggregation_strategy == "none":
+            raise ValueError(
+                "merge_adjacent=True joins grouped entities, so it needs an aggregation_strategy "
+                "other than 'none'; pass aggregation_strategy='first' (or 'simple', 'average', "
+                "'max'), or merge_adjacent=False"
+            )
+        return self
 
 
 class TokenClassificationResult(BaseModel):
