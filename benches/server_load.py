@@ -138,6 +138,13 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _soak_image() -> bytes:
     from PIL import Image
 
@@ -260,6 +267,7 @@ def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png
                         rss[marks[done]] = _rss_mb(proc.pid)
 
     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
+    cpu = {"server": -_cpu_s(proc.pid), "clients": -_cpu_s(os.getpid())}
     start = time.perf_counter()
     try:
         for t in threads:
@@ -267,6 +275,8 @@ def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        cpu["server"] += _cpu_s(proc.pid)
+        cpu["clients"] += _cpu_s(os.getpid())
         rss["end"] = _rss_mb(proc.pid)
         alive = proc.poll() is None
     finally:
@@ -293,6 +303,7 @@ def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png
         "lost": len(lost),
         "lost_examples": lost[:5],
         "rss_mb": rss,
+        "cpu_s": cpu,
         "rss_growth_after_warmup": rss["end"] / rss.get("after_warmup", rss["end"]) - 1,
         "server_alive_at_end": alive,
     }
@@ -349,6 +360,10 @@ def soak(args: argparse.Namespace) -> dict:
     for kind, statuses in r["statuses"].items():
         print(f"  {kind:17s} {statuses}  (expected {SOAK_EXPECTED[kind]})")
     print(f"  unexpected statuses {r['unexpected_count']}, lost responses {r['lost']}")
+    print(
+        f"  CPU seconds: server {r['cpu_s']['server']:.0f}, load-generating clients "
+        f"{r['cpu_s']['clients']:.0f} (wall {r['seconds']:.0f} s, {os.cpu_count()} CPUs)"
+    )
     m = r["rss_mb"]
     growth = 100 * r["rss_growth_after_warmup"]
     print(
