@@ -74,6 +74,24 @@ def _wait_ready(url: str, dead, path: str = "/v2/health/ready", timeout_s: float
         time.sleep(0.2)
 
 
+def _serve(config: dict, num_threads) -> tuple[subprocess.Popen, str]:
+    """`sparsepipe serve` with ``config`` (plus host, port and num_threads) on a free loopback
+    port, once it is ready."""
+    port = _free_port()
+    config = {**config, "host": "127.0.0.1", "port": port}
+    if num_threads:
+        config["num_threads"] = num_threads
+    cfg = Path(tempfile.mkdtemp()) / "server.json"
+    cfg.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsepipe", "serve", "--config", str(cfg)],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, proc.poll)
+    return proc, url
+
+
 def _load(call, clients: int, seconds: float) -> dict:
     latencies: list[float] = []
     errors = 0
@@ -200,7 +218,6 @@ def _soak_request(client: httpx.Client, kind: str, i: int, texts: list[str], png
 
 
 def _soak_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
     common = {"max_queue_size": 4 * args.clients, "max_items_per_request": None}
     config: dict = {
         "endpoints": [
@@ -214,20 +231,8 @@ def _soak_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
             {"task": "image-classification", "name": "image", **common},
         ],
         "max_request_bytes": SOAK_MAX_REQUEST_BYTES,
-        "host": "127.0.0.1",
-        "port": port,
     }
-    if args.num_threads:
-        config["num_threads"] = args.num_threads
-    cfg = Path(tempfile.mkdtemp()) / "server.json"
-    cfg.write_text(json.dumps(config))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsepipe", "serve", "--config", str(cfg)],
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, proc.poll)
-    return proc, url
+    return _serve(config, args.num_threads)
 
 
 def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png: bytes) -> dict:
@@ -411,7 +416,6 @@ def main() -> None:
     proc = None
     url = args.url
     if url is None:
-        port = _free_port()
         config = {
             "endpoints": [
                 {
@@ -421,20 +425,9 @@ def main() -> None:
                     "max_batch_size": args.max_batch_size,
                     "max_queue_delay_ms": args.max_queue_delay_ms,
                 }
-            ],
-            "host": "127.0.0.1",
-            "port": port,
+            ]
         }
-        if args.num_threads:
-            config["num_threads"] = args.num_threads
-        cfg = Path(tempfile.mkdtemp()) / "server.json"
-        cfg.write_text(json.dumps(config))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sparsepipe", "serve", "--config", str(cfg)],
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, proc.poll)
+        proc, url = _serve(config, args.num_threads)
     clients = [httpx.Client(base_url=url, timeout=60) for _ in range(args.clients)]
 
     def http_call(i: int) -> bool:
