@@ -4,8 +4,10 @@ For k = 1, 2, 4, ... up to ``--max-workers`` (default: every core), each with 1 
 worker and requests of ``--batch`` sentences:
 
 - ``inproc``: the pipeline in this process with k engine threads (the one-machine baseline);
-- ``local``: ``sparsepipe serve`` (one process, k threads) under 2k HTTP clients on loopback;
-- ``serve``: Ray Serve with k replicas (1 CPU each) under 2k HTTP clients on loopback;
+- ``local``: ``sparsepipe serve`` (one process, k threads) under 2k HTTP clients on loopback
+  (``--clients-per-worker`` sets the 2, in the serve mode too);
+- ``serve``: Ray Serve with k replicas (1 CPU each) under 2k HTTP clients on loopback, behind
+  ``--ingress-replicas`` ingress replicas (default 1);
 - ``data``: Ray Data ``map_batches(PipelinePredictor, concurrency=k)`` over a dataset.
 
 It prints items/s and the speedup over k = 1 per mode, and a Markdown table with ``--markdown``.
@@ -77,7 +79,9 @@ def _inproc(task: str, k: int, texts: list[str], batch: int, seconds: float) -> 
     return result
 
 
-def _local(task: str, k: int, texts: list[str], batch: int, seconds: float) -> dict[str, Any]:
+def _local(
+    task: str, k: int, texts: list[str], batch: int, seconds: float, clients: int
+) -> dict[str, Any]:
     port = _free_port()
     config = {
         "num_threads": k,
@@ -91,18 +95,28 @@ def _local(task: str, k: int, texts: list[str], batch: int, seconds: float) -> d
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc.poll, "/v2/models/bench/ready")
-        return _http_rate(url, "/v2/models/bench/infer", texts, batch, 2 * k, seconds)
+        return _http_rate(url, "/v2/models/bench/infer", texts, batch, clients * k, seconds)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
 
 
-def _serve(task: str, k: int, texts: list[str], batch: int, seconds: float, port: int):
+def _serve(
+    task: str,
+    k: int,
+    texts: list[str],
+    batch: int,
+    seconds: float,
+    port: int,
+    ingress: int,
+    clients: int,
+):
     from ray import serve
     from sparsepipe.ray.serve import APP_NAME, run
 
     config = {
         "num_threads": 1,
+        "ingress_replicas": ingress,
         "endpoints": [
             {
                 "task": task,
@@ -121,7 +135,7 @@ def _serve(task: str, k: int, texts: list[str], batch: int, seconds: float, port
     run(config, host="127.0.0.1", port=port, blocking=False)
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, lambda: None, "/v2/models/bench/ready")
-    return _http_rate(url, "/v2/models/bench/infer", texts, batch, 2 * k, seconds)
+    return _http_rate(url, "/v2/models/bench/infer", texts, batch, clients * k, seconds)
 
 
 def _data(task: str, k: int, texts: list[str], batch: int, seconds: float) -> dict[str, Any]:
@@ -158,7 +172,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="sentences per request / batch")
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--workers", default=None, help="the worker counts to run, e.g. 1,16 (default 1, 2, 4...)"
+    )
     parser.add_argument("--modes", default=",".join(MODES), help=f"any of {', '.join(MODES)}")
+    parser.add_argument(
+        "--ingress-replicas",
+        type=int,
+        default=1,
+        help="Serve's ingress replicas (default 1)",
+    )
+    parser.add_argument(
+        "--clients-per-worker",
+        type=int,
+        default=2,
+        help="HTTP clients per worker in the local and serve modes (default 2)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table too")
     parser.add_argument(
         "--texts", type=Path, default=None, help="a JSONL file of {'text': ...} rows to send"
@@ -170,11 +199,23 @@ def main() -> None:
         raise SystemExit(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     texts = _texts(args.texts)
     ks = _steps(args.max_workers)
+    if args.workers:
+        try:
+            ks = sorted({int(k) for k in args.workers.split(",")})
+        except ValueError:
+            ks = []
+        if not ks or ks[0] < 1 or ks[-1] > args.max_workers:
+            raise SystemExit(
+                f"--workers must be counts from 1 to --max-workers ({args.max_workers}), "
+                f"e.g. 1,16; got {args.workers!r}"
+            )
     results: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in modes}
     if {"serve", "data"} & set(modes):
         import ray
+        from sparsepipe.ray.serve import apply_serve_environment
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        apply_serve_environment()  # what `sparsepipe serve --backend ray` gives its own cluster
         # One CPU above the workers, for Ray's own tasks (Data's scheduling, the Serve proxy).
         ray.init(
             address="local",
@@ -188,9 +229,18 @@ def main() -> None:
             if mode == "inproc":
                 r = _inproc(args.task, k, texts, args.batch, args.seconds)
             elif mode == "local":
-                r = _local(args.task, k, texts, args.batch, args.seconds)
+                r = _local(args.task, k, texts, args.batch, args.seconds, args.clients_per_worker)
             elif mode == "serve":
-                r = _serve(args.task, k, texts, args.batch, args.seconds, port)
+                r = _serve(
+                    args.task,
+                    k,
+                    texts,
+                    args.batch,
+                    args.seconds,
+                    port,
+                    args.ingress_replicas,
+                    args.clients_per_worker,
+                )
             else:
                 r = _data(args.task, k, texts, args.batch, args.seconds)
             results[mode][k] = r

@@ -18,6 +18,9 @@ def ray_cluster() -> Iterator[Any]:
     # Serve kills an HTTP proxy not ready within 5 s, which a busy 2-core machine can exceed
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     if not ray.is_initialized():
+        from sparsepipe.ray.serve import apply_serve_environment
+
+        apply_serve_environment()  # the cluster `sparsepipe serve --backend ray` starts
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

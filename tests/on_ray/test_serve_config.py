@@ -3,6 +3,7 @@ missing-extra error: checked without starting Ray."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -25,6 +26,8 @@ def test_the_local_server_refuses_ray_settings_naming_the_fix(tmp_path, capsys):
     cfg.write_text("endpoints:\n  - task: ner\n    autoscaling_config: {max_replicas: 4}\n")
     assert main(["serve", "--config", str(cfg)]) == 1
     assert "autoscaling_config, which only Ray Serve reads" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"ingress_replicas is a Ray Serve setting"):
+        create_app({"ingress_replicas": 2, "endpoints": [{"task": "ner"}]})
     for flag in ("--address", "--proxy-location"):
         assert main(["serve", "--task", "ner", flag, "auto"]) == 1
         assert f"{flag} is a Ray Serve setting; it needs --backend ray" in capsys.readouterr().err
@@ -82,6 +85,22 @@ def test_the_ingress_never_caps_the_endpoints_behind_it():
     assert Ingress.ray_actor_options == {"num_cpus": 0}
 
 
+@pytest.mark.parametrize("value", [0, 65, "many", 1.5])
+def test_bad_ingress_replicas_name_the_key(value):
+    with pytest.raises(ConfigError, match=r"ingress_replicas"):
+        load_server_config({"ingress_replicas": value, "endpoints": [{"task": "ner"}]})
+
+
+def test_the_ingress_runs_as_many_replicas_as_the_config_asks():
+    from sparsepipe.ray.serve import build_app
+
+    def ingress_replicas(config):
+        return build_app(config)._bound_deployment.num_replicas
+
+    assert ingress_replicas({"endpoints": [{"task": "ner"}]}) == 1
+    assert ingress_replicas({"ingress_replicas": 3, "endpoints": [{"task": "ner"}]}) == 3
+
+
 def test_the_serve_run_builder_needs_a_config(monkeypatch, tmp_path):
     from sparsepipe.ray import serve as ray_serve
 
@@ -128,3 +147,17 @@ def test_the_core_never_imports_ray():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_the_serve_environment_fills_only_unset_variables(monkeypatch):
+    from sparsepipe.ray.serve import SERVE_ENVIRONMENT, apply_serve_environment
+
+    first, *rest = SERVE_ENVIRONMENT
+    for name in SERVE_ENVIRONMENT:  # set first, so that teardown restores what was there
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(first, "user's value")
+    assert apply_serve_environment() == {k: SERVE_ENVIRONMENT[k] for k in rest}
+    assert os.environ[first] == "user's value"
+    assert all(os.environ[k] == SERVE_ENVIRONMENT[k] for k in rest)
+    assert apply_serve_environment() == {}

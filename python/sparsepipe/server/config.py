@@ -143,6 +143,13 @@ class ServerConfig(BaseModel):
         description="inference routes require 'Authorization: Bearer <api_key>' (default: the "
         "SPARSEPIPE_API_KEY environment variable; unset: no auth)",
     )
+    ingress_replicas: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Ray Serve: replicas of the HTTP ingress, which parses, validates and routes "
+        "every request (default 1; /metrics then counts what the replica that answers it served)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -185,6 +192,11 @@ def check_backend(config: ServerConfig, backend: str) -> None:
         raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
     if backend == "ray":
         return
+    if config.ingress_replicas is not None:
+        raise ConfigError(
+            "ingress_replicas is a Ray Serve setting; run the config with "
+            "`sparsepipe serve --backend ray` or remove the key"
+        )
     for i, ep in enumerate(config.endpoints):
         keys = ep.ray_settings()
         if keys:
