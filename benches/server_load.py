@@ -74,9 +74,20 @@ def _wait_ready(url: str, dead, path: str = "/v2/health/ready", timeout_s: float
         time.sleep(0.2)
 
 
-def _serve(config: dict, num_threads) -> tuple[subprocess.Popen, str]:
+def _cpus(spec: str | None) -> set[int] | None:
+    """CPU numbers from a ``taskset``-style list (``0``, ``0,2``, ``0-3``), None when unset."""
+    if not spec:
+        return None
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _serve(config: dict, num_threads, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     """`sparsepipe serve` with ``config`` (plus host, port and num_threads) on a free loopback
-    port, once it is ready."""
+    port, once it is ready; pinned to ``cpus`` when given."""
     port = _free_port()
     config = {**config, "host": "127.0.0.1", "port": port}
     if num_threads:
@@ -86,6 +97,7 @@ def _serve(config: dict, num_threads) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sparsepipe", "serve", "--config", str(cfg)],
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc.poll)
@@ -228,11 +240,18 @@ def _soak_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
                 "max_queue_delay_ms": args.max_queue_delay_ms,
                 **common,
             },
-            {"task": "image-classification", "name": "image", **common},
+            {
+                "task": "image-classification",
+                "name": "image",
+                "max_batch_size": args.max_batch_size,
+                "max_queue_delay_ms": args.max_queue_delay_ms,
+                **common,
+            },
         ],
         "max_request_bytes": SOAK_MAX_REQUEST_BYTES,
+        "access_log": args.access_log,
     }
-    return _serve(config, args.num_threads)
+    return _serve(config, args.num_threads, _cpus(args.server_cpus))
 
 
 def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png: bytes) -> dict:
@@ -271,6 +290,8 @@ def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png
                     if done in marks:
                         rss[marks[done]] = _rss_mb(proc.pid)
 
+    if args.client_cpus:  # threads started from here on inherit it
+        os.sched_setaffinity(0, _cpus(args.client_cpus))
     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
     cpu = {"server": -_cpu_s(proc.pid), "clients": -_cpu_s(os.getpid())}
     start = time.perf_counter()
@@ -318,6 +339,8 @@ def _soak_inprocess(args: argparse.Namespace, kinds: list[str], texts: list[str]
     """The valid requests of the soak through the same pipelines, called by as many threads."""
     from sparsepipe import Pipeline
 
+    if args.server_cpus:  # the server's CPUs, for the pipelines' threads and the callers'
+        os.sched_setaffinity(0, _cpus(args.server_cpus))
     text = Pipeline.create("sentiment-analysis", num_threads=args.num_threads)
     image = Pipeline.create("image-classification", num_threads=args.num_threads)
     calls = {
@@ -402,10 +425,39 @@ def main() -> None:
         "--warmup", type=int, default=None, metavar="K", help="soak: warm-up requests (N/10)"
     )
     parser.add_argument("--json", default=None, metavar="PATH", help="soak: write the report")
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="soak: serve with access_log: false (no log line per request)",
+    )
+    parser.add_argument(
+        "--server-cpus",
+        default=None,
+        metavar="LIST",
+        help="soak: pin the server, and then the in-process baseline, to these CPUs (0 or 0-3)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        default=None,
+        metavar="LIST",
+        help="soak: pin the load-generating clients to these CPUs, apart from the server's",
+    )
     args = parser.parse_args()
     if args.soak is not None:
         if args.url or args.soak < 1:
             parser.error("--soak N needs N >= 1 and starts its own server (no --url)")
+        try:
+            sets = [_cpus(spec) for spec in (args.server_cpus, args.client_cpus) if spec]
+        except ValueError:
+            sets = [set()]
+        if any(not cpus for cpus in sets):
+            parser.error("--server-cpus/--client-cpus take CPU lists such as 0, 0,2 or 0-3")
+        pinned = [c for cpus in sets for c in cpus]
+        if set(pinned) - os.sched_getaffinity(0):
+            parser.error(
+                f"pinned CPUs must be among this machine's {sorted(os.sched_getaffinity(0))}"
+            )
         args.clients = args.clients or 64
         report = soak(args)
         failed = report["unexpected_count"] or report["lost"] or not report["server_alive_at_end"]

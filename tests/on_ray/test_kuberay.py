@@ -46,6 +46,16 @@ def test_the_rayservice_runs_the_projects_image_on_a_supported_ray(service):
     assert tuple(int(x) for x in low.split(".")) <= version < (int(high),)
 
 
+def test_every_pod_gets_the_serve_environment(service):
+    from sparsepipe.ray.serve import SERVE_ENVIRONMENT
+
+    cluster = service["spec"]["rayClusterConfig"]
+    for pod in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        for container in pod["template"]["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert SERVE_ENVIRONMENT.items() <= env.items(), container["name"]
+
+
 def test_the_serve_config_is_valid_for_ray_serve(serve_config):
     from ray.serve.schema import ServeDeploySchema
 

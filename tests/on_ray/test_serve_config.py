@@ -161,3 +161,12 @@ def test_the_serve_environment_fills_only_unset_variables(monkeypatch):
     assert os.environ[first] == "user's value"
     assert all(os.environ[k] == SERVE_ENVIRONMENT[k] for k in rest)
     assert apply_serve_environment() == {}
+
+
+def test_access_log_false_turns_off_serves_access_log():
+    from sparsepipe.ray.serve import build_app
+
+    quiet = build_app({"access_log": False, "endpoints": [{"task": "ner"}]})._bound_deployment
+    assert quiet._deployment_config.logging_config["enable_access_log"] is False
+    default = build_app({"endpoints": [{"task": "ner"}]})._bound_deployment
+    assert default._deployment_config.logging_config is None

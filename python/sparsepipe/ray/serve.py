@@ -276,13 +276,14 @@ def build_app(config: Union[ServerConfig, Mapping[str, Any], str, os.PathLike[st
     if INGRESS_NAME in {ep.name for ep in server.endpoints}:
         raise ConfigError(f"endpoint name {INGRESS_NAME!r} is reserved on Ray; rename it")
     as_dict = server.model_dump(mode="json")
+    logging = {} if server.access_log else {"logging_config": {"enable_access_log": False}}
     replicas = [
-        PipelineReplica.options(**deployment_options(ep, server)).bind(
+        PipelineReplica.options(**deployment_options(ep, server), **logging).bind(
             ep.model_dump(mode="json"), as_dict
         )
         for ep in server.endpoints
     ]
-    ingress = Ingress.options(num_replicas=server.ingress_replicas or 1)
+    ingress = Ingress.options(num_replicas=server.ingress_replicas or 1, **logging)
     return ingress.bind(as_dict, *replicas)
 
 

@@ -740,6 +740,7 @@ def serve(config: Any, *, host: Optional[str] = None, port: Optional[int] = None
         host=host or config.host,
         port=port if port is not None else config.port,
         timeout_graceful_shutdown=1,
+        access_log=config.access_log,
     )
     _draining_server(settings, app, config.shutdown_grace_s).run()
 

@@ -143,6 +143,11 @@ class ServerConfig(BaseModel):
         description="inference routes require 'Authorization: Bearer <api_key>' (default: the "
         "SPARSEPIPE_API_KEY environment variable; unset: no auth)",
     )
+    access_log: bool = Field(
+        default=True,
+        description="log one line per request (uvicorn's access log; on Ray, Serve's); off saves "
+        "CPU per request where /metrics already counts them",
+    )
     ingress_replicas: Optional[int] = Field(
         default=None,
         ge=1,
