@@ -166,6 +166,17 @@ def _data(task: str, k: int, texts: list[str], batch: int, seconds: float) -> di
     return {"items_per_s": done / max(elapsed, 1e-9), "requests": done, "errors": errors}
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="sentiment-analysis")
@@ -178,13 +189,13 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help=f"any of {', '.join(MODES)}")
     parser.add_argument(
         "--ingress-replicas",
-        type=int,
+        type=_positive,
         default=1,
         help="Serve's ingress replicas (default 1)",
     )
     parser.add_argument(
         "--clients-per-worker",
-        type=int,
+        type=_positive,
         default=2,
         help="HTTP clients per worker in the local and serve modes (default 2)",
     )

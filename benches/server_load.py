@@ -251,7 +251,7 @@ def _soak_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         "max_request_bytes": SOAK_MAX_REQUEST_BYTES,
         "access_log": args.access_log,
     }
-    return _serve(config, args.num_threads, _cpus(args.server_cpus))
+    return _serve(config, args.num_threads, args.server_cpus)
 
 
 def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png: bytes) -> dict:
@@ -291,7 +291,7 @@ def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png
                         rss[marks[done]] = _rss_mb(proc.pid)
 
     if args.client_cpus:  # threads started from here on inherit it
-        os.sched_setaffinity(0, _cpus(args.client_cpus))
+        os.sched_setaffinity(0, args.client_cpus)
     threads = [threading.Thread(target=worker) for _ in range(args.clients)]
     cpu = {"server": -_cpu_s(proc.pid), "clients": -_cpu_s(os.getpid())}
     start = time.perf_counter()
@@ -340,7 +340,7 @@ def _soak_inprocess(args: argparse.Namespace, kinds: list[str], texts: list[str]
     from sparsepipe import Pipeline
 
     if args.server_cpus:  # the server's CPUs, for the pipelines' threads and the callers'
-        os.sched_setaffinity(0, _cpus(args.server_cpus))
+        os.sched_setaffinity(0, args.server_cpus)
     text = Pipeline.create("sentiment-analysis", num_threads=args.num_threads)
     image = Pipeline.create("image-classification", num_threads=args.num_threads)
     calls = {
@@ -447,14 +447,14 @@ def main() -> None:
     if args.soak is not None:
         if args.url or args.soak < 1:
             parser.error("--soak N needs N >= 1 and starts its own server (no --url)")
-        try:
-            sets = [_cpus(spec) for spec in (args.server_cpus, args.client_cpus) if spec]
+        try:  # parsed once here: the soak reads the CPU sets
+            args.server_cpus, args.client_cpus = _cpus(args.server_cpus), _cpus(args.client_cpus)
         except ValueError:
-            sets = [set()]
-        if any(not cpus for cpus in sets):
+            args.server_cpus = set()
+        if set() in (args.server_cpus, args.client_cpus):
             parser.error("--server-cpus/--client-cpus take CPU lists such as 0, 0,2 or 0-3")
-        pinned = [c for cpus in sets for c in cpus]
-        if set(pinned) - os.sched_getaffinity(0):
+        pinned = (args.server_cpus or set()) | (args.client_cpus or set())
+        if pinned - os.sched_getaffinity(0):
             parser.error(
                 f"pinned CPUs must be among this machine's {sorted(os.sched_getaffinity(0))}"
             )

@@ -48,3 +48,30 @@ def test_soak_of_2000_mixed_requests(tmp_path, shared_dir):
     }
     # flat after warm-up (the 100,000-request soak holds it under 5%; a short run is noisier)
     assert report["rss_growth_after_warmup"] < 0.10, report["rss_mb"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--server-cpus", "3-1"], "take CPU lists such as 0, 0,2 or 0-3"),
+        (["--client-cpus", "a"], "take CPU lists such as 0, 0,2 or 0-3"),
+        (["--server-cpus", "4096"], "pinned CPUs must be among this machine's"),
+    ],
+)
+def test_bad_cpu_lists_are_refused_before_the_soak_starts(flags, message):
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "--soak", "10", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flag", ["--clients-per-worker", "--ingress-replicas"])
+def test_ray_scaling_counts_must_be_positive(flag):
+    bench = BENCH.with_name("ray_scaling.py")
+    run = subprocess.run(
+        [sys.executable, str(bench), flag, "0"], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 2 and "must be a whole number of at least 1" in run.stderr

@@ -112,7 +112,12 @@ def deployment_options(ep: EndpointConfig, config: ServerConfig) -> dict[str, An
         options["num_replicas"] = ep.num_replicas
     if ep.autoscaling_config is not None:
         options["autoscaling_config"] = ep.autoscaling_config
-    return options
+    return {**options, **_logging_options(config)}
+
+
+def _logging_options(config: ServerConfig) -> dict[str, Any]:
+    """Serve's logging options every deployment of ``config`` gets (its access log switch)."""
+    return {} if config.access_log else {"logging_config": {"enable_access_log": False}}
 
 
 def _items(requests: list[Any]) -> int:
@@ -276,14 +281,13 @@ def build_app(config: Union[ServerConfig, Mapping[str, Any], str, os.PathLike[st
     if INGRESS_NAME in {ep.name for ep in server.endpoints}:
         raise ConfigError(f"endpoint name {INGRESS_NAME!r} is reserved on Ray; rename it")
     as_dict = server.model_dump(mode="json")
-    logging = {} if server.access_log else {"logging_config": {"enable_access_log": False}}
     replicas = [
-        PipelineReplica.options(**deployment_options(ep, server), **logging).bind(
+        PipelineReplica.options(**deployment_options(ep, server)).bind(
             ep.model_dump(mode="json"), as_dict
         )
         for ep in server.endpoints
     ]
-    ingress = Ingress.options(num_replicas=server.ingress_replicas or 1, **logging)
+    ingress = Ingress.options(num_replicas=server.ingress_replicas or 1, **_logging_options(server))
     return ingress.bind(as_dict, *replicas)
 
 
