@@ -15,7 +15,8 @@ data URLs and as uploaded files, and, each with the status it must get, malforme
 schema violations (422), undecodable images (400), bodies over ``max_request_bytes`` (413) and
 unknown models (404). It reports throughput, p50/p99, responses by kind and status, unexpected
 statuses and lost responses (both must be 0), and the server's resident memory at start, after
-warm-up (the first tenth) and at the end (growth after warm-up must stay under 5%); then it runs
+warm-up (the first fifth: the allocator's arenas and the pipelines' buffers fill
+during it) and at the end (growth after warm-up must stay under 5%); then it runs
 the same valid requests through the same pipelines in-process with as many threads and prints the
 throughput ratio (``--no-baseline`` skips that). ``--json PATH`` writes the report. Example::
 
@@ -257,7 +258,7 @@ def _soak_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
 def _soak_http(args: argparse.Namespace, kinds: list[str], texts: list[str], png: bytes) -> dict:
     proc, url = _soak_server(args)
     n = len(kinds)
-    warmup = args.warmup if args.warmup is not None else max(1, n // 10)
+    warmup = args.warmup if args.warmup is not None else max(1, n // 5)
     marks = {max(1, n * k // 10): f"{10 * k}%" for k in range(1, 11)}
     lock = threading.Lock()
     counter = itertools.count()
@@ -422,7 +423,7 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=None, metavar="N", help="N mixed requests")
     parser.add_argument("--no-baseline", action="store_true", help="soak: skip the in-process run")
     parser.add_argument(
-        "--warmup", type=int, default=None, metavar="K", help="soak: warm-up requests (N/10)"
+        "--warmup", type=int, default=None, metavar="K", help="soak: warm-up requests (N/5)"
     )
     parser.add_argument("--json", default=None, metavar="PATH", help="soak: write the report")
     parser.add_argument(
