@@ -7,7 +7,8 @@ worker and requests of ``--batch`` sentences:
 - ``local``: ``sparsepipe serve`` (one process, k threads) under 2k HTTP clients on loopback
   (``--clients-per-worker`` sets the 2, in the serve mode too);
 - ``serve``: Ray Serve with k replicas (1 CPU each) under 2k HTTP clients on loopback, behind
-  ``--ingress-replicas`` ingress replicas (default 1);
+  ``--ingress-replicas`` ingress replicas (default 1) and ``--http-proxy`` (Serve's proxy actor,
+  or HAProxy);
 - ``data``: Ray Data ``map_batches(PipelinePredictor, concurrency=k)`` over a dataset.
 
 It prints items/s and the speedup over k = 1 per mode, and a Markdown table with ``--markdown``.
@@ -110,6 +111,7 @@ def _serve(
     port: int,
     ingress: int,
     clients: int,
+    http_proxy: str = "ray",
 ):
     from ray import serve
     from sparsepipe.ray.serve import APP_NAME, run
@@ -132,7 +134,7 @@ def _serve(
     # the ingress) over while the load runs
     if k > 1:
         serve.delete(APP_NAME)
-    run(config, host="127.0.0.1", port=port, blocking=False)
+    run(config, host="127.0.0.1", port=port, http_proxy=http_proxy, blocking=False)
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, lambda: None, "/v2/models/bench/ready")
     return _http_rate(url, "/v2/models/bench/infer", texts, batch, clients * k, seconds)
@@ -194,6 +196,12 @@ def main() -> None:
         help="Serve's ingress replicas (default 1)",
     )
     parser.add_argument(
+        "--http-proxy",
+        choices=("ray", "haproxy"),
+        default="ray",
+        help="what answers HTTP in the serve mode: Serve's proxy actor (default) or HAProxy",
+    )
+    parser.add_argument(
         "--clients-per-worker",
         type=_positive,
         default=2,
@@ -226,7 +234,8 @@ def main() -> None:
         from sparsepipe.ray.serve import apply_serve_environment
 
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        apply_serve_environment()  # what `sparsepipe serve --backend ray` gives its own cluster
+        # what `sparsepipe serve --backend ray [--http-proxy ...]` gives its own cluster
+        apply_serve_environment(args.http_proxy)
         # One CPU above the workers, for Ray's own tasks (Data's scheduling, the Serve proxy).
         ray.init(
             address="local",
@@ -251,6 +260,7 @@ def main() -> None:
                     port,
                     args.ingress_replicas,
                     args.clients_per_worker,
+                    args.http_proxy,
                 )
             else:
                 r = _data(args.task, k, texts, args.batch, args.seconds)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -44,3 +50,42 @@ def same_answer(got: Any, want: Any, rel: float = 1e-5) -> bool:
             and all(same_answer(g, w, rel) for g, w in zip(got, want))
         )
     return bool(got == want)
+
+
+def start_serve(args: list[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen:
+    """``sparsepipe serve --backend ray`` with ``args`` in a subprocess writing to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sparsepipe", "serve", "--backend", "ray", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+        )
+
+
+def wait_ready(proc: subprocess.Popen, client: httpx.Client, path: str, log: Path) -> None:
+    """Returns once ``client`` gets 200 from ``path``; raises AssertionError with the end of
+    ``log`` if ``proc`` exits first or 240 s pass."""
+    deadline = time.time() + 240
+    while True:
+        try:
+            if client.get(path).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            raise AssertionError(
+                "serve --backend ray did not come up:\n" + log.read_text(errors="replace")[-4000:]
+            )
+        time.sleep(1)
+
+
+def stop_serve(proc: subprocess.Popen, log: Path) -> None:
+    """Sends SIGTERM to ``proc`` and asserts that it exits 0 within 120 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, log.read_text(errors="replace")[-4000:]

@@ -17,7 +17,7 @@ import pytest
 from server.conftest import free_port
 from sparsepipe import Pipeline
 
-from on_ray.conftest import same_answer
+from on_ray.conftest import same_answer, start_serve, stop_serve, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.server]
 
@@ -114,45 +114,26 @@ def test_serve_backend_ray_on_two_nodes(two_nodes, tmp_path):
         "    ray_actor_options: {num_cpus: 0.5, resources: {head: 0.5}}\n"
     )
     port = free_port()
-    with (tmp_path / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sparsepipe",
-                "serve",
-                "--backend",
-                "ray",
-                "--address",
-                two_nodes,
-                "--proxy-location",
-                "HeadOnly",
-                "--config",
-                str(cfg),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-        )
+    log = tmp_path / "serve.log"
+    proc = start_serve(
+        [
+            "--address",
+            two_nodes,
+            "--proxy-location",
+            "HeadOnly",
+            "--config",
+            str(cfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        log,
+        ENV,
+    )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
     try:
-        deadline = time.time() + 240
-        while True:
-            try:
-                if client.get("/v2/models/pii/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                raise AssertionError(
-                    "serve --backend ray did not come up:\n"
-                    + (tmp_path / "serve.log").read_text(errors="replace")[-4000:]
-                )
-            time.sleep(1)
+        wait_ready(proc, client, "/v2/models/pii/ready", log)
         sentiment = Pipeline.create("text-classification", num_threads=1)
         ner = Pipeline.create("ner", num_threads=1)
         texts = ["a wonderful film", "dull and far too long"]
@@ -169,10 +150,4 @@ def test_serve_backend_ray_on_two_nodes(two_nodes, tmp_path):
         assert 'sparsepipe_requests_total{endpoint="pii",status="422"} 1.0' in metrics
     finally:
         client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert code == 0, (tmp_path / "serve.log").read_text(errors="replace")[-4000:]
+        stop_serve(proc, log)

@@ -28,7 +28,7 @@ def test_the_local_server_refuses_ray_settings_naming_the_fix(tmp_path, capsys):
     assert "autoscaling_config, which only Ray Serve reads" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"ingress_replicas is a Ray Serve setting"):
         create_app({"ingress_replicas": 2, "endpoints": [{"task": "ner"}]})
-    for flag in ("--address", "--proxy-location"):
+    for flag in ("--address", "--proxy-location", "--http-proxy"):
         assert main(["serve", "--task", "ner", flag, "auto"]) == 1
         assert f"{flag} is a Ray Serve setting; it needs --backend ray" in capsys.readouterr().err
 

@@ -163,9 +163,14 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             proxy_location=args.proxy_location or "EveryNode",
+            http_proxy=args.http_proxy or "ray",
         )
         return 0
-    for flag, value in (("--address", args.address), ("--proxy-location", args.proxy_location)):
+    for flag, value in (
+        ("--address", args.address),
+        ("--proxy-location", args.proxy_location),
+        ("--http-proxy", args.http_proxy),
+    ):
         if value is not None:
             raise ConfigError(f"{flag} is a Ray Serve setting; it needs --backend ray")
     serve(config, host=args.host, port=args.port)
@@ -253,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --backend ray: where Ray Serve runs HTTP proxies: EveryNode (default), "
         "HeadOnly or Disabled",
+    )
+    srv.add_argument(
+        "--http-proxy",
+        default=None,
+        help="with --backend ray and no --address: what answers HTTP on each node: ray (Serve's "
+        "proxy, default) or haproxy (HAProxy over the ingress replicas; less CPU per request)",
     )
     srv.set_defaults(func=_serve)
     return parser
