@@ -90,3 +90,4 @@ def test_serve_behind_haproxy_answers_as_in_process_and_stops_clean(tmp_path):
         client.close()
         stop_serve(proc, log)
     assert _listener(port) is None
+    assert f"on Ray Serve behind HAProxy at http://127.0.0.1:{port}" in log.read_text()

@@ -85,7 +85,7 @@ SERVE_ENVIRONMENT = {
 #: what answers HTTP in front of the ingress: ``ray``, Serve's Python proxy actor on each node, or
 #: ``haproxy``, HAProxy on each node balancing over the ingress replicas, which serve HTTP
 #: themselves (Ray's direct ingress); HAProxy spends ~0.3 ms of CPU per request where the proxy
-#: actor spends ~5 ms, and is one process no longer (README, "Scale-out on Ray")
+#: actor spends ~5 ms, and is not one single-threaded process (README, "Scale-out on Ray")
 HTTP_PROXIES = ("ray", "haproxy")
 #: Ray Serve settings that put HAProxy in front of the ingress replicas (``http_proxy="haproxy"``)
 HAPROXY_ENVIRONMENT = {
@@ -404,7 +404,8 @@ def run(
     if not blocking:
         return handle
     print(
-        f"sparsepipe: serving {len(server.endpoints)} endpoint(s) on Ray Serve at "
+        f"sparsepipe: serving {len(server.endpoints)} endpoint(s) on Ray Serve"
+        f"{' behind HAProxy' if http_proxy == 'haproxy' else ''} at "
         f"http://{host or server.host}:{port if port is not None else server.port}",
         flush=True,
     )
