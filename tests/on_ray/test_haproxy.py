@@ -36,6 +36,10 @@ def test_bad_http_proxy_settings_name_the_fix(monkeypatch, capsys):
         run(CONFIG, http_proxy="nginx")
     assert main(["serve", "--backend", "ray", "--task", "ner", "--http-proxy", "nginx"]) == 1
     assert "http_proxy must be one of ray, haproxy" in capsys.readouterr().err
+    assert main(["serve", "--backend", "ray", "--task", "ner", "--http-proxy", ""]) == 1
+    assert "http_proxy must be one of ray, haproxy, got ''" in capsys.readouterr().err
+    assert main(["serve", "--backend", "ray", "--task", "ner", "--proxy-location", ""]) == 1
+    assert "proxy_location must be one of EveryNode" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"only when the Ray cluster starts.*leave out --address"):
         run(CONFIG, address="auto", http_proxy="haproxy")
 

@@ -162,8 +162,8 @@ def _serve(args: argparse.Namespace) -> int:
             address=args.address,
             host=args.host,
             port=args.port,
-            proxy_location=args.proxy_location or "EveryNode",
-            http_proxy=args.http_proxy or "ray",
+            proxy_location="EveryNode" if args.proxy_location is None else args.proxy_location,
+            http_proxy="ray" if args.http_proxy is None else args.http_proxy,
         )
         return 0
     for flag, value in (

@@ -96,9 +96,9 @@ HAPROXY_ENVIRONMENT = {
 
 def apply_serve_environment(http_proxy: str = "ray") -> dict[str, str]:
     """Sets the SERVE_ENVIRONMENT variables this process lacks, and with ``http_proxy="haproxy"``
-    the HAPROXY_ENVIRONMENT ones (those always), for a Ray cluster started from it to inherit
-    (call it before ``ray.init``); returns the ones it set."""
-    check_http_proxy(http_proxy)
+    (checked by check_http_proxy, which `run` calls) the HAPROXY_ENVIRONMENT ones (those always),
+    for a Ray cluster started from it to inherit (call it before ``ray.init``); returns the ones
+    it set."""
     added = {k: v for k, v in SERVE_ENVIRONMENT.items() if k not in os.environ}
     if http_proxy == "haproxy":
         added.update({k: v for k, v in HAPROXY_ENVIRONMENT.items() if os.environ.get(k) != v})
