@@ -135,6 +135,15 @@ def test_a_missing_ray_extra_is_one_line_naming_the_extra(monkeypatch, capsys):
     assert "pip install 'sparsepipe[ray]'" in err
 
 
+def test_require_ray_checks_only_the_ray_libraries_a_command_uses(monkeypatch):
+    from sparsepipe.ray import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray.serve", None)
+    require_ray("sparsepipe batch --ray-address", ("data",))
+    with pytest.raises(ConfigError, match=r"sparsepipe serve needs the ray extra \(ray.serve is"):
+        require_ray("sparsepipe serve", ("serve",))
+
+
 def test_the_core_never_imports_ray():
     import subprocess
 

@@ -190,6 +190,25 @@ def test_bad_items_raise_input_error_naming_the_index(images_dir: Path, tmp_path
         load_images(tmp_path / "nope.png")
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_each_unreadable_path_says_why(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it to read would block until a writer came
+    cases = {
+        str(fifo): "is not a regular file (a device, pipe or socket)",
+        "/dev/null": "is not a regular file (a device, pipe or socket)",
+        str(tmp_path): "is a directory, not an image file",
+        str(tmp_path / "nope.png"): "no such file",
+        "bad\x00name.png": "is not a valid path",
+        "": "the path is an empty string",
+    }
+    for path, says in cases.items():
+        with pytest.raises(InputError) as info:
+            load_images(path)
+        assert str(info.value).startswith("image 0: ") and says in str(info.value), path
+        assert "not a valid path" not in str(info.value) or "\x00" in path
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 def test_no_file_is_left_open(images_dir: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.png"

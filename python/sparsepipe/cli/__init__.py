@@ -151,10 +151,12 @@ def _serve(args: argparse.Namespace) -> int:
         config["integration"] = args.integration
     if args.max_request_bytes is not None:
         config["max_request_bytes"] = args.max_request_bytes
+    if args.image_dir:
+        config["image_dirs"] = [*config.get("image_dirs", []), *args.image_dir]
     if args.backend == "ray":
         from ..ray import require_ray
 
-        require_ray("sparsepipe serve --backend ray")
+        require_ray("sparsepipe serve --backend ray", ("serve",))
         from ..ray.serve import run
 
         run(
@@ -240,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--num-threads", type=int, default=None)
     srv.add_argument("--integration", choices=["local", "sagemaker"], default=None)
     srv.add_argument("--max-request-bytes", type=int, default=None)
+    srv.add_argument(
+        "--image-dir",
+        action="append",
+        default=None,
+        help="a directory whose image files requests may name by path (repeatable; added to the "
+        "config's image_dirs); default: paths in requests are refused",
+    )
     srv.add_argument(
         "--backend",
         choices=["local", "ray"],

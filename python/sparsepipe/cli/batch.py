@@ -425,7 +425,7 @@ def run_batch(args: argparse.Namespace) -> int:
     if args.ray_address is not None:
         from ..ray import require_ray
 
-        require_ray("sparsepipe batch --ray-address")
+        require_ray("sparsepipe batch --ray-address", ("data",))
 
     pipeline = Pipeline.create(
         args.task,

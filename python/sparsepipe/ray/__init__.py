@@ -6,6 +6,7 @@ Nothing outside this package imports Ray; `require_ray` turns a missing extra in
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from ..errors import ConfigError
@@ -13,12 +14,14 @@ from ..errors import ConfigError
 __all__ = ["PipelinePredictor", "require_ray"]
 
 
-def require_ray(what: str) -> None:
-    """ConfigError naming ``what`` and the extra to install unless Ray Serve and Ray Data import."""
+def require_ray(what: str, parts: tuple[str, ...] = ("serve", "data")) -> None:
+    """ConfigError naming ``what`` and the extra to install unless Ray and the Ray libraries in
+    ``parts`` (``serve``, ``data``) import."""
     try:
-        import ray
-        import ray.data
-        import ray.serve  # noqa: F401
+        import ray  # noqa: F401
+
+        for part in parts:
+            importlib.import_module(f"ray.{part}")
     except ImportError as e:
         raise ConfigError(
             f"{what} needs the ray extra ({e.name} is missing): pip install 'sparsepipe[ray]'"

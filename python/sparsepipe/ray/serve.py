@@ -39,7 +39,7 @@ from ..server.batching import Merged, call_contained
 from ..server.config import EndpointConfig, ServerConfig, check_backend, load_server_config
 from . import require_ray
 
-require_ray("sparsepipe.ray.serve")
+require_ray("sparsepipe.ray.serve", ("serve",))
 
 import ray  # noqa: E402
 from ray import serve  # noqa: E402

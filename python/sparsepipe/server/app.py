@@ -10,6 +10,7 @@ loop keeps accepting requests while models run. The same app fronts Ray Serve de
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
@@ -185,16 +186,54 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def _decode_images(value: Any) -> Any:
-    """Data URLs (``data:image/png;base64,...``) in JSON bodies become bytes for the pipeline."""
+def _decode_images(value: Any, image_dirs: list[str], where: str) -> Any:
+    """The images of a JSON body for the pipeline: data URLs (``data:image/png;base64,...``)
+    become bytes; a path is allowed only inside ``image_dirs`` (InputError naming ``where``
+    otherwise) and becomes the file's resolved path."""
     if isinstance(value, list):
-        return [_decode_images(v) for v in value]
-    if isinstance(value, str) and value.startswith("data:"):
+        return [_decode_images(v, image_dirs, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    if value.startswith("data:"):
         try:
             return base64.b64decode(value.split(",", 1)[1], validate=True)
         except (IndexError, binascii.Error) as e:
-            raise InputError(f"an image data URL is not valid base64: {e}") from e
-    return value
+            raise InputError(f"{where}: the image data URL is not valid base64: {e}") from e
+    return _allowed_image_path(value, image_dirs, where)
+
+
+def _allowed_image_path(path: str, image_dirs: list[str], where: str) -> str:
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    if not image_dirs:
+        raise InputError(
+            f"{where}: {shown!r} is not a data:image/...;base64, URL, and this server reads no "
+            "files named in requests; send the image as a data URL or upload it (multipart to "
+            "/v2/models/<name>/infer/from_files, or an image/* body to /invocations), or list its "
+            "directory in the server config's image_dirs"
+        )
+    if path.startswith(("http://", "https://")):
+        raise InputError(f"{where}: URLs are not downloaded; send the image as a data URL")
+    try:
+        candidates = (
+            [os.path.realpath(path)]
+            if os.path.isabs(path)
+            else [os.path.realpath(os.path.join(d, path)) for d in image_dirs]
+        )
+    except ValueError as e:  # a NUL character
+        raise InputError(f"{where}: {shown!r} is not a valid path: {e}") from None
+    inside = [c for c in candidates if any(_within_dir(c, d) for d in image_dirs)]
+    if not inside:
+        raise InputError(
+            f"{where}: {shown!r} is outside the server's image_dirs ({', '.join(image_dirs)})"
+        )
+    found = next((c for c in inside if os.path.isfile(c)), None)
+    if found is None:
+        raise InputError(f"{where}: no image file {shown!r} in image_dirs")
+    return found
+
+
+def _within_dir(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
 def item_count(body: BaseModel) -> int:
@@ -357,7 +396,8 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
                     "retry shortly, or raise its max_queue_size"
                 )
             held[ep.name] += 1
-            check_limits(
+            limits = functools.partial(
+                check_limits,
                 body,
                 item_count(body),
                 ep.spec.image_field,
@@ -365,6 +405,10 @@ def create_app(config: Any, *, endpoints: Optional[dict[str, Endpoint]] = None) 
                 max_text_chars=ep.config.max_text_chars,
                 max_image_pixels=ep.config.max_image_pixels,
             )
+            if ep.spec.image_field is None:
+                limits()
+            else:  # reads image headers, from files too: off the event loop
+                await anyio.to_thread.run_sync(limits)
             result = await _within(ep.infer(body, options), ep.config.request_timeout_s)
             status = 200
             metrics.batch_size.labels(ep.name).observe(result.batch_items)
@@ -558,7 +602,9 @@ def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
     async def infer(body: input_model) -> Any:  # type: ignore[valid-type]
         if image_field is not None:
             try:
-                decoded = _decode_images(getattr(body, image_field))
+                decoded = _decode_images(
+                    getattr(body, image_field), app.state.config.image_dirs, image_field
+                )
                 body = input_model.model_validate({**dict(body), image_field: decoded})
             except InputError as e:
                 app.state.metrics.requests.labels(ep.name, "400").inc()
@@ -585,7 +631,9 @@ def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
             fields = list(input_model.model_fields)
             parsed = parse_request(payload, binary, fields, image_field)
             if image_field is not None and image_field in parsed.fields:
-                parsed.fields[image_field] = _decode_images(parsed.fields[image_field])
+                parsed.fields[image_field] = _decode_images(
+                    parsed.fields[image_field], app.state.config.image_dirs, image_field
+                )
             try:
                 body = input_model.model_validate(parsed.fields)
             except ValidationError as e:
@@ -712,8 +760,13 @@ def _add_sagemaker_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
             try:
                 payload = json.loads(data or b"null")
                 if image_field is not None and isinstance(payload, dict):
-                    payload = {**payload, image_field: _decode_images(payload.get(image_field))}
+                    images = payload.get(image_field)
+                    payload[image_field] = _decode_images(
+                        images, app.state.config.image_dirs, image_field
+                    )
                 body = input_model.model_validate(payload)
+            except InputError as e:
+                return _error(400, str(e))
             except ValueError as e:
                 if isinstance(e, ValidationError):
                     return JSONResponse({"detail": e.errors(include_url=False)}, status_code=422)

@@ -148,6 +148,12 @@ class ServerConfig(BaseModel):
         description="log one line per request (uvicorn's access log; on Ray, Serve's); off saves "
         "CPU per request where /metrics already counts them",
     )
+    image_dirs: list[str] = Field(
+        default_factory=list,
+        description="directories whose image files requests may name by path (relative paths "
+        "are looked up in them, in order); default none: requests send images as data URLs or "
+        "uploads and any path is refused with 400",
+    )
     ingress_replicas: Optional[int] = Field(
         default=None,
         ge=1,
@@ -155,6 +161,17 @@ class ServerConfig(BaseModel):
         description="Ray Serve: replicas of the HTTP ingress, which parses, validates and routes "
         "every request (default 1; /metrics then counts what the replica that answers it served)",
     )
+
+    @field_validator("image_dirs")
+    @classmethod
+    def _existing_dirs(cls, dirs: list[str]) -> list[str]:
+        resolved = []
+        for i, d in enumerate(dirs):
+            real = os.path.realpath(os.path.expanduser(d)) if d else ""
+            if not real or not os.path.isdir(real):
+                raise ValueError(f"image_dirs[{i}] {d!r} is not an existing directory")
+            resolved.append(real)
+        return resolved
 
     @model_validator(mode="before")
     @classmethod

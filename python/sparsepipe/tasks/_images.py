@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
+import stat
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["IMAGES_JSON_SCHEMA", "is_single_image", "load_images"]
 
 #: the JSON forms of an ``images`` field (what HTTP clients can send): one image or a list of
-#: them, each a file path readable by the server or a ``data:image/...;base64,`` URL
+#: them, each a ``data:image/...;base64,`` URL or a file path the server may read (its image_dirs)
 IMAGES_JSON_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "string", "minLength": 1},
@@ -104,14 +104,14 @@ def _read_file(path: Any, prefix: str) -> bytes:
         raise InputError(f"{prefix}: URLs are not downloaded; fetch {text!r} and pass its bytes")
     if text == "":
         raise InputError(f"{prefix}: the path is an empty string")
-    p = Path(text)
     try:
-        if p.exists() and not p.is_dir() and not p.is_file():
-            raise InputError(
-                f"{prefix}: {text!r} is not a regular file (a device, pipe or socket); "
-                "pass an image file or its bytes"
-            )
-        data = p.read_bytes()
+        mode = os.stat(text).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(text)
+        regular = stat.S_ISREG(mode)
+        if regular:  # reading a pipe or a device could block or never end
+            with open(text, "rb") as f:
+                data = f.read()
     except FileNotFoundError:
         raise InputError(f"{prefix}: no such file: {text!r}") from None
     except IsADirectoryError:
@@ -120,6 +120,11 @@ def _read_file(path: Any, prefix: str) -> bytes:
         raise InputError(f"{prefix}: cannot read {text!r}: {e}") from None
     except ValueError as e:  # a NUL character in the path
         raise InputError(f"{prefix}: {text!r} is not a valid path: {e}") from None
+    if not regular:
+        raise InputError(
+            f"{prefix}: {text!r} is not a regular file (a device, pipe or socket); "
+            "pass an image file or its bytes"
+        )
     if not data:
         raise InputError(f"{prefix}: file {text!r} is empty")
     return data

@@ -21,8 +21,8 @@ class ImageClassificationInput(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     images: Any = Field(
-        description="an image or a list of images; over JSON, each a file path or a "
-        "data:image/...;base64, URL",
+        description="an image or a list of images; over JSON, each a data:image/...;base64, URL "
+        "or a file path under the server's image_dirs",
         json_schema_extra=IMAGES_JSON_SCHEMA,
     )
 
