@@ -8,6 +8,7 @@ option) and what was expected, and a failed call leaves the engine usable.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -134,6 +135,14 @@ def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.onnx"
     path.write_bytes(b"")
     expect_error(ModelLoadError, lambda: sparsepipe.Engine(path), "empty", path=path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_pipe_or_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)  # reading it would block until a writer came
+    expect_error(ModelLoadError, lambda: sparsepipe.Engine(fifo), "not a regular file", path=fifo)
+    expect_error(ModelLoadError, lambda: sparsepipe.Engine("/dev/zero"), "not a regular file")
 
 
 NOT_ONNX: dict[str, Callable[[], bytes]] = {

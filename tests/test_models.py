@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,14 @@ def test_file_and_directory(tc_dir):
 def test_bad_paths(tmp_path, tc_dir):
     with pytest.raises(ModelLoadError, match=r"does not exist.*zoo:"):
         models.resolve(tmp_path / "nope")
+    if hasattr(os, "mkfifo"):
+        (tmp_path / "fifo").mkdir()
+        os.mkfifo(tmp_path / "fifo" / "pipe.onnx")  # opening it would block until a writer came
+        for special in (tmp_path / "fifo" / "pipe.onnx", "/dev/zero"):
+            with pytest.raises(ModelLoadError, match=r"is not a regular file or a directory"):
+                models.resolve(special)
+        with pytest.raises(ModelLoadError, match=r"no model.onnx in the directory"):
+            models.resolve(tmp_path / "fifo")
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(ModelLoadError, match=r"not an .onnx file"):
         models.resolve(tmp_path / "notes.txt")

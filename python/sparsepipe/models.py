@@ -159,7 +159,7 @@ def _onnx_in(directory: Path, source: str) -> Path:
     for candidate in (directory / "model.onnx", directory / "onnx" / "model.onnx"):
         if candidate.is_file():
             return candidate
-    found = sorted(directory.glob("*.onnx"))
+    found = sorted(p for p in directory.glob("*.onnx") if p.is_file())
     if len(found) == 1:
         return found[0]
     if found:
@@ -213,6 +213,8 @@ def resolve(model_path: PathLike) -> ResolvedModel:
         if path.suffix.lower() != ".onnx":
             raise ModelLoadError(f"{raw} is not an .onnx file. {_usage()}")
         return ResolvedModel(raw, path, path.parent)
+    if path.exists():  # a pipe, device or socket: reading it could block or never end
+        raise ModelLoadError(f"{raw} is not a regular file or a directory. {_usage()}")
     raise ModelLoadError(f"{raw} does not exist. {_usage()}")
 
 

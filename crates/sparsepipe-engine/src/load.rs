@@ -159,6 +159,16 @@ fn load_typed(path: &Path) -> Result<TypedModel> {
 
 /// The file's `ModelProto`, after the checks that tell a damaged or foreign file apart.
 fn read_proto(path: &Path) -> Result<ModelProto> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::ModelLoad(format!("could not read {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        // reading a pipe or a device could block or never end
+        return Err(Error::ModelLoad(format!(
+            "{} is not a regular file ({}); pass an .onnx file",
+            path.display(),
+            if meta.is_dir() { "a directory" } else { "a pipe, device or socket" }
+        )));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::ModelLoad(format!("could not read {}: {e}", path.display())))?;
     if bytes.is_empty() {
         return Err(Error::ModelLoad(format!("{} is empty; it is not an ONNX model", path.display())));
