@@ -93,6 +93,9 @@ def test_file_and_directory(tc_dir):
 def test_bad_paths(tmp_path, tc_dir):
     with pytest.raises(ModelLoadError, match=r"does not exist.*zoo:"):
         models.resolve(tmp_path / "nope")
+    for empty in ("", "  "):
+        with pytest.raises(ModelLoadError, match=r"model_path is an empty string.*zoo:"):
+            models.resolve(empty)
     if hasattr(os, "mkfifo"):
         (tmp_path / "fifo").mkdir()
         os.mkfifo(tmp_path / "fifo" / "pipe.onnx")  # opening it would block until a writer came

@@ -201,6 +201,8 @@ def resolve(model_path: PathLike) -> ResolvedModel:
     if not isinstance(model_path, (str, os.PathLike)):
         raise ModelLoadError(f"{_usage()}; got {type(model_path).__name__}")
     raw = os.fspath(model_path)
+    if isinstance(raw, str) and not raw.strip():
+        raise ModelLoadError(f"model_path is an empty string. {_usage()}")
     if isinstance(model_path, str) and raw.startswith("zoo:"):
         info = get(raw)
         return ResolvedModel(info.uri, info.path / "model.onnx", info.path)

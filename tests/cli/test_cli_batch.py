@@ -69,9 +69,10 @@ def test_shards_join_in_input_order(tmp_path):
     assert one.read_bytes() == many.read_bytes()
 
 
-def test_csv_in_parquet_out(tmp_path, sentiment):
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])  # -sig: a spreadsheet's export
+def test_csv_in_parquet_out(tmp_path, sentiment, encoding):
     src = tmp_path / "in.csv"
-    with open(src, "w", newline="", encoding="utf-8") as f:
+    with open(src, "w", newline="", encoding=encoding) as f:
         writer = csv.writer(f)
         writer.writerow(["id", "sequences"])
         writer.writerows([i, t] for i, t in enumerate(TEXTS))
@@ -248,6 +249,9 @@ def test_empty_input_gives_an_empty_output(tmp_path):
         (["--column", "a", "--column", "b"], "--column takes one column name"),
         (["--column", "sequences=text", "--column", "x"], "FIELD=COLUMN expected, got 'x'"),
         (["--option", "top_k"], "--option takes KEY=VALUE"),
+        (["--option", "batch_size=3"], "batch_size is set by --batch-size; use that instead"),
+        (["--option", "num_threads=1"], "num_threads is set by --num-threads"),
+        (["--option", "model_path=x"], "model_path is set by --model-path"),
         (["--option", "colour=1"], "unknown option(s) for task 'text-classification': colour"),
         (["--batch-size", "0"], "batch_size"),
     ],

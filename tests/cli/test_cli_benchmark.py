@@ -181,6 +181,7 @@ def test_image_task_uses_a_synthetic_image_without_samples(shared_dir, monkeypat
         ({"seconds": float("nan")}, "time must be"),
         ({"warmup": -0.5}, "warmup must be"),
         ({"scenario": "async", "streams": 0}, "streams must be"),
+        ({"scenario": "async", "streams": 100_000}, "streams must be at most 256, got 100000"),
         ({"streams": 2}, "--scenario async"),
         ({"batch_size": 0}, "batch size must be"),
         ({"num_threads": 0}, "number of threads must be"),

@@ -54,3 +54,9 @@ def test_run_errors_are_one_line(capsys):
     assert "give the input" in capsys.readouterr().err
     assert main(["run", "--task", "ner", "--option", "stride"]) == 1
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["run", "--task", "ner", "--json", '{"inputs": "a"}', "b", "c"]) == 1
+    assert "either as arguments or with --json, not both" in capsys.readouterr().err
+    for port in ("99999", "-1"):
+        assert main(["serve", "--task", "ner", "--port", port]) == 1
+        err = capsys.readouterr().err
+        assert "invalid server config" in err and "port: Input should be" in err, err

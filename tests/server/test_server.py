@@ -343,6 +343,30 @@ def test_sagemaker_integration(start_server, shared_dir, coffee, monkeypatch):
         ({"endpoints": [{"task": "ner"}, {"task": "ner"}]}, "unique"),
         ({"endpoints": [{"task": "ner", "name": "a b"}]}, "name"),
         ({"endpoints": [{"task": "ner"}], "integration": "lambda"}, "integration"),
+        (
+            {
+                "endpoints": [
+                    {"task": "ner", "name": "a", "route": "/same"},
+                    {"task": "ner", "name": "b", "route": "/same/"},
+                ]
+            },
+            "endpoint routes must be unique; repeated: /same",
+        ),
+        (
+            {"endpoints": [{"task": "ner", "route": "/v2/models/x/infer"}]},
+            r"route '/v2/models/x/infer' is one of the server's own routes",
+        ),
+        ({"endpoints": [{"task": "ner", "route": "/metrics"}]}, "one of the server's own routes"),
+        (
+            {"endpoints": [{"task": "ner", "kwargs": {"num_threads": 1}}]},
+            r"kwargs.num_threads is not a task option; set it with the server's num_threads",
+        ),
+        (
+            {"endpoints": [{"task": "ner", "kwargs": {"batch_size": 2}}]},
+            r"kwargs.batch_size .*the endpoint's batch_size",
+        ),
+        ({"endpoints": [{"task": "ner", "kwargs": {"model_path": "m"}}]}, r"kwargs.model_path"),
+        ({"endpoints": [{"task": "ner"}], "port": 99999}, r"port"),
     ],
 )
 def test_bad_server_config_names_the_key(config, match):

@@ -147,6 +147,39 @@ def _post(server, body, headers=None):
             },
             "top_k",
         ),
+        (
+            {"inputs": [{"name": "sequences", "shape": [1], "datatype": ["BYTES"], "data": ["a"]}]},
+            "unknown datatype ['BYTES']",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "sequences", "shape": [2**32, 2**32], "datatype": "BYTES", "data": []}
+                ]
+            },
+            "data holds 0 values",
+        ),
+        (
+            {
+                "inputs": [{"name": "sequences", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                "outputs": [{"name": "labels", "parameters": [1]}],
+            },
+            "output 'labels': parameters must be an object",
+        ),
+        (
+            {
+                "inputs": [{"name": "sequences", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                "parameters": {"binary_data_output": "no"},
+            },
+            "binary_data_output must be true or false, got 'no'",
+        ),
+        (
+            {
+                "inputs": [{"name": "sequences", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                "outputs": [{"name": "labels", "parameters": {"binary_data": 1}}],
+            },
+            "output 'labels': binary_data must be true or false, got 1",
+        ),
     ],
 )
 def test_malformed_tensor_requests_get_400(served, body, match):
@@ -179,6 +212,13 @@ def test_truncated_binary_part_gets_400(served):
     assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
     r = _post(server, b'{"inputs": [', {"Inference-Header-Content-Length": "12"})
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    r = _post(server, b"{}", {"Inference-Header-Content-Length": "9" * 5000})
+    assert r.status_code == 400 and "Inference-Header-Content-Length" in r.json()["error"]
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = _post(server, deep, {"Inference-Header-Content-Length": str(len(deep))})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    r = _post(server, b'{"datatype": 1, "x": ' + deep + b"}")
+    assert r.status_code in (400, 422), r.text
     assert client.is_server_live()
 
 

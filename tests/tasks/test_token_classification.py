@@ -131,3 +131,32 @@ def test_wrong_kind_of_model_and_bad_text(shared_dir, pipe):
     with pytest.raises(InputError, match="item 1 is not valid Unicode"):
         pipe(["fine", "bad \ud800"])
     assert pipe("Paris").predictions
+
+
+@pytest.mark.parametrize("task", ["ner", "text-classification"])
+@pytest.mark.parametrize(
+    "id2label, says",
+    [
+        ({"0": "O"}, r"config.json id2label lacks label id\(s\) 1"),
+        (["O", "B-PER"], r"id2label must be an object mapping label ids to names, got list"),
+        (5, r"id2label must be an object .* got int"),
+        ({"x": "O"}, r"id2label key 'x' is not a label id"),
+    ],
+)
+def test_a_broken_label_map_fails_at_load_naming_it(shared_dir, tmp_path, task, id2label, says):
+    name = "token-classification" if task == "ner" else "text-classification"
+    source = shared_dir / "reference" / "nlp" / name
+    for f in source.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    config = json.loads((source / "config.json").read_text())
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "id2label": id2label}))
+    with pytest.raises(ModelLoadError, match=says):
+        Pipeline.create(task, model_path=tmp_path)
+    del config["id2label"]  # none at all: LABEL_<i>, as Hugging Face names them
+    (tmp_path / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k != "label2id"})
+    )
+    out = Pipeline.create(task, model_path=tmp_path)("John lives in Paris")
+    labels = [e.entity for e in out.predictions[0]] if task == "ner" else [out.labels[0]]
+    assert labels and all(label.startswith("LABEL_") for label in labels)

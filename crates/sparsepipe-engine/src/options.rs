@@ -7,6 +7,13 @@ use sparsepipe_kernels::Isa;
 use crate::error::{Error, Result};
 use crate::passes::weight_matmul::DenseBackend;
 
+/// The largest `batch_size` accepted: larger batches gain nothing on a CPU, and the buffers
+/// planned for them could exhaust memory.
+pub const MAX_BATCH_SIZE: usize = 4096;
+/// The largest `num_threads` accepted: far above any core count, below where spawning the pool
+/// would take minutes.
+pub const MAX_THREADS: usize = 1024;
+
 /// Options fixed when a model is loaded.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -46,6 +53,19 @@ impl EngineOptions {
         }
         if self.num_threads == Some(0) {
             return Err(below_one("num_threads", 0));
+        }
+        if let Some(b) = self.batch_size.filter(|&b| b > MAX_BATCH_SIZE) {
+            return Err(Error::Config(format!(
+                "batch_size must be at most {MAX_BATCH_SIZE}, got {b}: larger batches gain nothing on a CPU \
+                 and their buffers could exhaust memory; split the inputs into several calls"
+            )));
+        }
+        if let Some(t) = self.num_threads.filter(|&t| t > MAX_THREADS) {
+            return Err(Error::Config(format!(
+                "num_threads must be at most {MAX_THREADS}, got {t} (this machine has {} cores); \
+                 or None to use every core",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            )));
         }
         let t = self.sparsity_threshold;
         if t.is_nan() || t < 0.0 {

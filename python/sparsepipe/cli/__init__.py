@@ -104,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from .declarations import task_options
 
+    if args.json is not None and args.inputs:
+        raise InputError("give the input either as arguments or with --json, not both")
     pipe = Pipeline.create(args.task, args.model_path, **task_options(args.option))
     if args.json is not None:
         try:

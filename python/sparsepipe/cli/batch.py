@@ -108,7 +108,8 @@ def _read_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
         for batch in pa.parquet.ParquetFile(path).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
         return
-    with open(path, newline="" if fmt == "csv" else None, encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (spreadsheet exports write one) is not part of the first name
+    with open(path, newline="" if fmt == "csv" else None, encoding="utf-8-sig") as f:
         if fmt == "csv":
             yield from csv.DictReader(f)
             return
@@ -131,9 +132,9 @@ def _count_rows(path: Path, fmt: str) -> int:
     if fmt == "parquet":
         return _pyarrow(f"reading {path}").parquet.ParquetFile(path).metadata.num_rows
     if fmt == "csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             return sum(1 for _ in csv.DictReader(f))
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         return sum(1 for line in f if line.strip())
 
 
@@ -142,7 +143,7 @@ def _columns(path: Path, fmt: str) -> Optional[list[str]]:
     if fmt == "parquet":
         return list(_pyarrow(f"reading {path}").parquet.read_schema(path).names)
     if fmt == "csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), None)
         return header
     first = next(_read_rows(path, fmt), None)
@@ -415,7 +416,9 @@ def run_batch(args: argparse.Namespace) -> int:
             raise ConfigError("--concurrency applies to Ray runs; pass --ray-address too")
         concurrency = _positive("--concurrency", args.concurrency)
     column = _column_option(args.column)
-    options = task_options(args.option)
+    options = task_options(
+        args.option, {"batch_size": "--batch-size", "num_threads": "--num-threads"}
+    )
     if output.exists() and not args.overwrite:
         raise ConfigError(f"--output {output} already exists; delete it or pass --overwrite")
     if output.resolve() == source.resolve():

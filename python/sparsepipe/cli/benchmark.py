@@ -34,6 +34,8 @@ SCENARIOS = ("sync", "async")
 DEFAULT_TIME = 10.0
 DEFAULT_WARMUP = 2.0
 DEFAULT_ASYNC_STREAMS = 2
+#: the most streams (threads) the async scenario runs
+MAX_STREAMS = 256
 #: length given to the non-batch symbolic dimensions of a bare model's inputs
 DEFAULT_MODEL_SEQUENCE_LENGTH = 128
 TOKEN_ID_HIGH = 1000
@@ -440,6 +442,8 @@ def run_benchmark(
     if streams is None:
         streams = 1 if scenario == "sync" else DEFAULT_ASYNC_STREAMS
     streams = _check_positive_int("streams", streams)
+    if streams > MAX_STREAMS:  # each stream is a thread started before the clock runs
+        raise ConfigError(f"streams must be at most {MAX_STREAMS}, got {streams}")
     if scenario == "sync" and streams != 1:
         raise ConfigError(f"the sync scenario runs one stream; use --scenario async for {streams}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 
 from ..errors import ConfigError
@@ -35,14 +35,20 @@ def declaring_task(task: Optional[str], declares: Callable[[type], bool], purpos
     raise ConfigError(f"task {task!r} cannot {purpose}; give --task one of: {listing}")
 
 
-def task_options(items: Optional[Sequence[str]]) -> dict[str, Any]:
+def task_options(
+    items: Optional[Sequence[str]], flags: Optional[Mapping[str, str]] = None
+) -> dict[str, Any]:
     """``--option KEY=VALUE`` items as keyword arguments (VALUE read as JSON when it parses, else
-    as a string); ConfigError naming the item otherwise."""
+    as a string); ConfigError naming the item otherwise, or when KEY is set by one of the
+    command's own flags (``flags``: option name to flag, besides --task and --model-path)."""
+    taken = {"task": "--task", "model_path": "--model-path", **(flags or {})}
     options: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--option takes KEY=VALUE (JSON value), got {item!r}")
+        if key in taken:
+            raise ConfigError(f"--option {item!r}: {key} is set by {taken[key]}; use that instead")
         try:
             options[key] = json.loads(value)
         except ValueError:

@@ -36,7 +36,13 @@ from ..server.app import (
     item_count,
 )
 from ..server.batching import Merged, call_contained
-from ..server.config import EndpointConfig, ServerConfig, check_backend, load_server_config
+from ..server.config import (
+    EndpointConfig,
+    ServerConfig,
+    check_backend,
+    load_server_config,
+    with_overrides,
+)
 from . import require_ray
 
 require_ray("sparsepipe.ray.serve", ("serve",))
@@ -379,7 +385,7 @@ def run(
                 "--address to serve on a new local cluster; a cluster started elsewhere puts "
                 f"HAProxy in front when its nodes were started with {settings}"
             )
-    server = load_server_config(config)
+    server = with_overrides(load_server_config(config), host=host, port=port)
     application = build_app(server)
     if not ray.is_initialized():
         if starts_cluster:
@@ -391,10 +397,7 @@ def run(
         )
     serve.start(
         proxy_location=proxy_location,
-        http_options={
-            "host": host or server.host,
-            "port": port if port is not None else server.port,
-        },
+        http_options={"host": server.host, "port": server.port},
     )
     stop = threading.Event()
     if blocking:  # before deploying: a signal during the deployment must not kill the process
@@ -406,7 +409,7 @@ def run(
     print(
         f"sparsepipe: serving {len(server.endpoints)} endpoint(s) on Ray Serve"
         f"{' behind HAProxy' if http_proxy == 'haproxy' else ''} at "
-        f"http://{host or server.host}:{port if port is not None else server.port}",
+        f"http://{server.host}:{server.port}",
         flush=True,
     )
     while not stop.wait(0.5):

@@ -42,6 +42,7 @@ from .config import (
     check_backend,
     field_path,
     load_server_config,
+    with_overrides,
 )
 from .limits import RequestTooLarge, check_limits
 from .metrics import ServerMetrics
@@ -281,7 +282,11 @@ class _LimitBody:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         too_big = _error(413, f"request body larger than max_request_bytes ({self.limit} bytes)")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if (
+            declared is not None
+            and declared.isdigit()
+            and (len(declared) > 18 or int(declared) > self.limit)
+        ):
             await too_big(scope, receive, send)
             return
         seen = 0
@@ -618,7 +623,7 @@ def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
             if payload is not None:
                 binary = b""
             elif header is not None:
-                if not header.isdigit() or int(header) > len(raw):
+                if not header.isdigit() or len(header) > 18 or int(header) > len(raw):
                     raise TensorError(
                         f"Inference-Header-Content-Length {header!r} is not a length within the "
                         f"{len(raw)}-byte body"
@@ -626,7 +631,7 @@ def _add_endpoint_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
                 head, binary = raw[: int(header)], raw[int(header) :]
                 try:
                     payload = json.loads(head)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise TensorError(f"the request's JSON header is not valid JSON: {e}") from None
             fields = list(input_model.model_fields)
             parsed = parse_request(payload, binary, fields, image_field)
@@ -721,7 +726,7 @@ def _tensor_route(handle: Any) -> type[APIRoute]:
                 if b'"datatype"' in raw:
                     try:
                         payload = json.loads(raw)
-                    except ValueError:
+                    except (ValueError, RecursionError):  # the route's own parser says why
                         payload = None
                     if is_tensor_request(payload):
                         return await handle(request, payload)
@@ -750,7 +755,9 @@ def _add_sagemaker_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
         responses=documented(400, 413, 415, 422, 500, 503, 504),
     )
     async def invocations(request: Request) -> Any:
-        content_type = request.headers.get("content-type", "application/json").split(";")[0]
+        content_type = (
+            request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        )
         data = await request.body()
         if content_type.startswith("image/") or content_type == "application/x-image":
             if image_field is None:
@@ -767,7 +774,7 @@ def _add_sagemaker_routes(app: FastAPI, ep: Endpoint, run: Any) -> None:
                 body = input_model.model_validate(payload)
             except InputError as e:
                 return _error(400, str(e))
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 if isinstance(e, ValidationError):
                     return JSONResponse({"detail": e.errors(include_url=False)}, status_code=422)
                 return _error(400, f"the request body is not valid JSON: {e}")
@@ -784,14 +791,18 @@ def serve(config: Any, *, host: Optional[str] = None, port: Optional[int] = None
 
     config = load_server_config(config)
     if config.integration == "sagemaker":
-        port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", port or 8080))
+        bound = os.environ.get("SAGEMAKER_BIND_TO_PORT")
+        if bound is not None and not bound.strip().isdigit():
+            raise ConfigError(f"SAGEMAKER_BIND_TO_PORT must be a port number, got {bound!r}")
+        port = int(bound) if bound is not None else (port or 8080)
+    config = with_overrides(config, host=host, port=port)
     app = create_app(config)
     if not app.state.endpoints:
         raise ConfigError("no endpoints to serve")
     settings = uvicorn.Config(
         app,
-        host=host or config.host,
-        port=port if port is not None else config.port,
+        host=config.host,
+        port=config.port,
         timeout_graceful_shutdown=1,
         access_log=config.access_log,
     )

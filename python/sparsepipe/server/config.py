@@ -22,6 +22,7 @@ __all__ = [
     "check_backend",
     "field_path",
     "load_server_config",
+    "with_overrides",
 ]
 
 #: endpoint keys that only Ray Serve reads (`sparsepipe serve --backend ray`)
@@ -32,6 +33,15 @@ API_KEY_ENV = "SPARSEPIPE_API_KEY"
 Backend = Literal["local", "ray"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: paths the server answers itself, which an endpoint's ``route`` would shadow or be shadowed by
+_RESERVED_ROUTES = {"/v2", "/metrics", "/docs", "/redoc", "/openapi.json", "/ping", "/invocations"}
+#: create() arguments an endpoint sets with its own keys, never in ``kwargs``
+_SET_ELSEWHERE = {
+    "task": "the endpoint's task",
+    "model_path": "the endpoint's model",
+    "batch_size": "the endpoint's batch_size",
+    "num_threads": "the server's num_threads",
+}
 
 
 class EndpointConfig(BaseModel):
@@ -106,6 +116,16 @@ class EndpointConfig(BaseModel):
             raise ValueError(f"name {self.name!r} must be letters, digits, '.', '_' or '-'")
         if self.route is not None and not self.route.startswith("/"):
             raise ValueError(f"route {self.route!r} must start with '/'")
+        if self.route is not None and (
+            self.route.rstrip("/") in _RESERVED_ROUTES or self.route.startswith("/v2/")
+        ):
+            raise ValueError(
+                f"route {self.route!r} is one of the server's own routes (/v2/..., "
+                f"{', '.join(sorted(_RESERVED_ROUTES))}); choose another"
+            )
+        for key, where in _SET_ELSEWHERE.items():
+            if key in self.kwargs:
+                raise ValueError(f"kwargs.{key} is not a task option; set it with {where}")
         if self.autoscaling_config is not None and isinstance(self.num_replicas, int):
             raise ValueError(
                 "give num_replicas (a fixed count) or autoscaling_config, not both; "
@@ -204,6 +224,10 @@ class ServerConfig(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"endpoint names must be unique; repeated: {', '.join(dupes)}")
+        routes = [e.route.rstrip("/") for e in self.endpoints if e.route is not None]
+        dupes = sorted({r for r in routes if routes.count(r) > 1})
+        if dupes:
+            raise ValueError(f"endpoint routes must be unique; repeated: {', '.join(dupes)}")
         return self
 
 
@@ -234,6 +258,15 @@ def field_path(loc: tuple[Union[str, int], ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+def with_overrides(config: ServerConfig, **values: Any) -> ServerConfig:
+    """``config`` with the keys in ``values`` that are not None replaced (command-line flags),
+    validated like a config file: ConfigError names a bad one."""
+    updates = {k: v for k, v in values.items() if v is not None}
+    if not updates:
+        return config
+    return load_server_config({**config.model_dump(), **updates})
 
 
 def load_server_config(

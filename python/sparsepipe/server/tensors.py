@@ -5,6 +5,7 @@ booleans ``BOOL``; nested objects (entities, answers) are ``BYTES`` holding JSON
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -141,6 +142,12 @@ def _shape(where: str, value: Any) -> list[int]:
     return value
 
 
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TensorError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
 def _flatten(data: Any) -> list[Any]:
     if isinstance(data, list):
         return [x for item in data for x in _flatten(item)]
@@ -217,12 +224,12 @@ def parse_request(
         if name in values:
             raise TensorError(f"{where} is given twice")
         datatype = tensor["datatype"]
-        if datatype not in NUMPY_TYPES:
+        if not isinstance(datatype, str) or datatype not in NUMPY_TYPES:
             raise TensorError(
                 f"{where}: unknown datatype {datatype!r}; use one of {', '.join(NUMPY_TYPES)}"
             )
         shape = _shape(where, tensor.get("shape"))
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # Python ints: no overflow
         params = tensor.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
@@ -255,7 +262,7 @@ def parse_request(
     if not isinstance(params, dict):
         raise TensorError(f"parameters must be an object, got {type(params).__name__}")
     options = {k: v for k, v in params.items() if k not in _RESERVED}
-    binary_output = bool(params.get("binary_data_output", False))
+    binary_output = _flag("parameters.binary_data_output", params.get("binary_data_output", False))
     outputs = payload.get("outputs")
     wanted: Optional[list[tuple[str, bool]]] = None
     if outputs is not None:
@@ -266,7 +273,12 @@ def parse_request(
         wanted = []
         for o in outputs:
             p = o.get("parameters") or {}
-            wanted.append((o["name"], bool(p.get("binary_data", binary_output))))
+            if not isinstance(p, dict):
+                raise TensorError(
+                    f"output {o['name']!r}: parameters must be an object, got {type(p).__name__}"
+                )
+            where = f"output {o['name']!r}: binary_data"
+            wanted.append((o["name"], _flag(where, p.get("binary_data", binary_output))))
     request_id = payload.get("id")
     return TensorRequest(
         None if request_id is None else str(request_id), values, options, wanted, binary_output

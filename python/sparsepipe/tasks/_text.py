@@ -42,6 +42,37 @@ def load_tokenizer(path: Any) -> Any:
     return tok
 
 
+def config_labels(config: Any, num_labels: Any, where: Any) -> dict[int, str]:
+    """Label id -> name from config.json's ``id2label`` (``LABEL_<i>`` for every id when it has
+    none); ModelLoadError naming ``where`` when it is not an object of ids to names or, with
+    ``num_labels`` known (an int), lacks one of the model's label ids."""
+    id2label = config.get("id2label")
+    if id2label is None or id2label == {}:
+        return {i: f"LABEL_{i}" for i in range(num_labels)} if isinstance(num_labels, int) else {}
+    if not isinstance(id2label, dict):
+        raise ModelLoadError(
+            f"{where}: config.json id2label must be an object mapping label ids to names, got "
+            f"{type(id2label).__name__}"
+        )
+    labels: dict[int, str] = {}
+    for key, name in id2label.items():
+        try:
+            labels[int(key)] = str(name)
+        except ValueError:
+            raise ModelLoadError(
+                f"{where}: config.json id2label key {key!r} is not a label id (an integer)"
+            ) from None
+    if isinstance(num_labels, int):
+        missing = [i for i in range(num_labels) if i not in labels]
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            raise ModelLoadError(
+                f"{where}: config.json id2label lacks label id(s) {shown} of the model's "
+                f"{num_labels} labels; give a name for each id 0..{num_labels - 1}"
+            )
+    return labels
+
+
 def check_encodable(texts: Sequence[Any], field: str) -> None:
     """InputError naming the first text (or pair member) that is not valid Unicode."""
     for i, item in enumerate(texts):

@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import ModelLoadError
 from ...pipeline import BatchFields, EngineInputs, Pipeline
 from ...sparsify.evaluate import label_accuracy
-from .._text import TextPipeline, check_encodable
+from .._text import TextPipeline, check_encodable, config_labels
 from .schemas import TextClassificationInput, TextClassificationOptions, TextClassificationOutput
 
 __all__ = ["TextClassificationPipeline"]
@@ -51,6 +51,7 @@ class TextClassificationPipeline(TextPipeline):
                 f"[batch, num_labels]; its first output {self.engine.output_names[0]!r} has "
                 f"shape {shape}"
             )
+        self._labels = config_labels(self.config, shape[1], self.onnx_file_path)
 
     def process_inputs(self, inputs: TextClassificationInput) -> EngineInputs:
         """Tokenized rows, one per sequence (pairs encoded as text pairs)."""
@@ -72,8 +73,7 @@ class TextClassificationPipeline(TextPipeline):
         return "none"
 
     def _label(self, i: int) -> str:
-        id2label = self.config.get("id2label") or {}
-        return str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}")))
+        return self._labels.get(i, f"LABEL_{i}")
 
     def process_engine_outputs(
         self, engine_outputs: Any, **kwargs: Any

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import ConfigError, InputError, ModelLoadError
 from ...pipeline import BatchFields, EngineInputs, Pipeline
-from .._text import TextPipeline, check_encodable
+from .._text import TextPipeline, check_encodable, config_labels
 from .postprocess import merge_adjacent, postprocess_token_classification
 from .schemas import (
     TokenClassificationInput,
@@ -47,8 +47,7 @@ class TokenClassificationPipeline(TextPipeline):
             )
         self._special = self.tokenizer.num_special_tokens_to_add(False)
         self._stride(self.options)
-        id2label = self.config.get("id2label") or {}
-        self.id2label = {int(k): str(v) for k, v in id2label.items()}
+        self.id2label = config_labels(self.config, shape[2], self.onnx_file_path)
 
     def _stride(self, options: TokenClassificationOptions) -> int:
         room = self.truncation_length - self._special
