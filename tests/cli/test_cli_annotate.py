@@ -45,6 +45,14 @@ def test_annotate_missing_source(tmp_path, capsys):
     assert rc == 1 and "neither an image file nor a folder" in capsys.readouterr().err
 
 
+def test_annotate_save_dir_that_is_a_file(tmp_path, shared_dir, capsys):
+    (tmp_path / "taken").write_text("")
+    src = shared_dir / "samples" / "images" / "coffee.png"
+    rc = main(["annotate", "--source", str(src), "--save-dir", str(tmp_path / "taken")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--save-dir" in err and "is a file; give a folder" in err, err
+
+
 def test_annotate_uses_the_embedded_detector_by_default(tmp_path, shared_dir, capsys):
     out = tmp_path / "out"
     src = shared_dir / "samples" / "images" / "coffee.png"

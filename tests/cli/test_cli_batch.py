@@ -297,6 +297,19 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys):
     assert main(_batch(*args)) == 1
     err = capsys.readouterr().err
     assert "line 2 is a JSON list; each line must be a JSON object" in err
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    args = ["--input", str(latin), "--output", str(tmp_path / "l.jsonl"), "--column", "text"]
+    assert main(_batch(*args)) == 1
+    err = capsys.readouterr().err
+    assert f"{latin} is not UTF-8 text" in err and "save it as UTF-8" in err, err
+    wide = tmp_path / "wide.csv"
+    wide.write_text("text\nshort\n" + "x" * 200_000 + "\n", encoding="utf-8")
+    args = ["--input", str(wide), "--output", str(tmp_path / "w.jsonl"), "--column", "text"]
+    assert main(_batch(*args)) == 1
+    err = capsys.readouterr().err
+    assert f"{wide} near line 3: not readable CSV" in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_unknown_task_and_missing_required_arguments(tmp_path, capsys):

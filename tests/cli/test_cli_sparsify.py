@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -151,3 +152,10 @@ def test_eval_errors_come_before_writing(shared_dir, tmp_path):
         run(["sparsify", str(src), "-o", str(out), "--sparsity", "0.9", "--eval", str(bad),
              "--task", "object-detection"])  # fmt: skip
     assert not out.parent.exists()
+
+
+def test_a_pipe_as_the_source_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)  # reading it would block until a writer came
+    with pytest.raises(ModelLoadError, match=r"is not a regular file \(expected an .onnx file\)"):
+        run(["sparsify", str(fifo), "-o", str(tmp_path / "out.onnx"), "--sparsity", "0.5"])

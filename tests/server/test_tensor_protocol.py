@@ -191,6 +191,30 @@ def test_malformed_tensor_requests_get_400(served, body, match):
     assert _strings(ok.as_numpy("labels")) in (["positive"], ["negative"])
 
 
+def test_image_tensors_must_be_bytes_and_sizes_integers(served):
+    server, _ = served
+    import httpx
+
+    url = f"{server.url}/v2/models/classifier/infer"
+    body = {"inputs": [{"name": "images", "shape": [1, 2], "datatype": "UINT8", "data": [1, 2]}]}
+    r = httpx.post(url, json=body)
+    assert r.status_code == 400 and "images are BYTES tensors" in r.json()["error"], r.text
+    header = {
+        "inputs": [
+            {
+                "name": "sequences",
+                "shape": [1],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": 4.0},
+            }
+        ]
+    }
+    head = json.dumps(header).encode()
+    r = _post(server, head + b"\x00" * 4, {"Inference-Header-Content-Length": str(len(head))})
+    assert r.status_code == 400
+    assert "binary_data_size must be an integer >= 0, got 4.0" in r.json()["error"]
+
+
 def test_truncated_binary_part_gets_400(served):
     server, client = served
     header = json.dumps(

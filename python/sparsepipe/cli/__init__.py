@@ -77,6 +77,8 @@ def _annotate(args: argparse.Namespace) -> int:
     source = Path(args.source)
     files = _image_files(source)
     save_dir = Path(args.save_dir)
+    if save_dir.exists() and not save_dir.is_dir():
+        raise ConfigError(f"--save-dir {save_dir} is a file; give a folder for the copies")
     if any((save_dir / p.name).resolve() == p.resolve() for p in files):
         raise SystemExit(
             "sparsepipe annotate: --save-dir must differ from the folder of the source images "

@@ -108,10 +108,22 @@ def _read_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
         for batch in pa.parquet.ParquetFile(path).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
         return
+    try:
+        yield from _read_text_rows(path, fmt)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text ({e}); save it as UTF-8") from None
+
+
+def _read_text_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
     # utf-8-sig: a byte-order mark (spreadsheet exports write one) is not part of the first name
     with open(path, newline="" if fmt == "csv" else None, encoding="utf-8-sig") as f:
         if fmt == "csv":
-            yield from csv.DictReader(f)
+            reader = csv.DictReader(f)
+            try:
+                yield from reader
+            except csv.Error as e:
+                where = f"{path} near line {reader.line_num + 1}"
+                raise InputError(f"{where}: not readable CSV: {e}") from None
             return
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -131,11 +143,7 @@ def _read_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
 def _count_rows(path: Path, fmt: str) -> int:
     if fmt == "parquet":
         return _pyarrow(f"reading {path}").parquet.ParquetFile(path).metadata.num_rows
-    if fmt == "csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return sum(1 for _ in csv.DictReader(f))
-    with open(path, encoding="utf-8-sig") as f:
-        return sum(1 for line in f if line.strip())
+    return sum(1 for _ in _read_rows(path, fmt))
 
 
 def _columns(path: Path, fmt: str) -> Optional[list[str]]:

@@ -228,12 +228,21 @@ def parse_request(
             raise TensorError(
                 f"{where}: unknown datatype {datatype!r}; use one of {', '.join(NUMPY_TYPES)}"
             )
+        if name == image_field and datatype != "BYTES":
+            raise TensorError(
+                f"{where}: images are BYTES tensors (encoded image files, or "
+                f"data:image/...;base64, URLs in JSON), got {datatype}"
+            )
         shape = _shape(where, tensor.get("shape"))
         count = math.prod(shape)  # Python ints: no overflow
         params = tensor.get("parameters") or {}
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise TensorError(
+                    f"{where}: binary_data_size must be an integer >= 0, got {size!r}"
+                )
+            if offset + size > len(binary):
                 raise TensorError(
                     f"{where}: binary_data_size {size!r} runs past the {len(binary)} bytes of "
                     "binary data after the JSON header"

@@ -130,6 +130,8 @@ def sparsify_file(
         if source.is_dir():
             source = models.resolve(source).onnx_path
         elif not source.is_file():
+            if source.exists():  # a pipe, device or socket: reading it could block
+                raise ModelLoadError(f"{src} is not a regular file (expected an .onnx file)")
             raise ModelLoadError(f"{src} does not exist (expected an .onnx file)")
     out = Path(os.fspath(dst)).expanduser()
     if out.is_dir():
