@@ -153,6 +153,8 @@ def test_detector_options(detector, images):
     for bad in ({"conf_threshold": 1.5}, {"iou_threshold": -0.1}, {"max_detections": 0}):
         with pytest.raises(ValidationError):
             detector(path, **bad)
+    with pytest.raises(InputError, match=r"classes 1000, -1 are not class ids of this model"):
+        detector(path, classes=[41, 1000, -1])
     assert detector(path).labels[0]
 
 

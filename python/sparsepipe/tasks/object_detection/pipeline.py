@@ -84,6 +84,12 @@ class ObjectDetectionPipeline(Pipeline):
         num_classes = len(self.class_names) or None
         try:
             self.layout = detect_layout(out_shape, num_classes)
+            features = out_shape[2] if self.layout == "yolov5" else out_shape[1]
+            self._model_classes = (
+                features - (5 if self.layout == "yolov5" else 4)
+                if isinstance(features, int)
+                else None
+            )
         except ModelLoadError:
             if num_classes is None:
                 raise
@@ -112,6 +118,14 @@ class ObjectDetectionPipeline(Pipeline):
 
     def process_inputs(self, inputs: ObjectDetectionInput) -> EngineInputs:
         """Letterboxed ``[N, 3, H, W]`` images; the context keeps how to map boxes back."""
+        n, wanted = self._model_classes, self.options.classes
+        if n is not None and wanted:
+            bad = [c for c in wanted if not 0 <= c < n]
+            if bad:
+                raise InputError(
+                    f"classes {', '.join(map(str, bad))} are not class ids of this model "
+                    f"(0..{n - 1})"
+                )
         images = load_images(inputs.images)
         if not images:
             return EngineInputs([np.zeros((0, 3, *self.image_size), self._dtype)], {"infos": []})
