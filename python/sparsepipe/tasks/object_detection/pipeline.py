@@ -84,21 +84,15 @@ class ObjectDetectionPipeline(Pipeline):
         num_classes = len(self.class_names) or None
         try:
             self.layout = detect_layout(out_shape, num_classes)
-            features = out_shape[2] if self.layout == "yolov5" else out_shape[1]
-            self._model_classes = (
-                features - (5 if self.layout == "yolov5" else 4)
-                if isinstance(features, int)
-                else None
-            )
+            self._model_classes = _model_classes(out_shape, self.layout)
         except ModelLoadError:
             if num_classes is None:
                 raise
             self.layout = detect_layout(out_shape, None)
-            features = out_shape[2] if self.layout == "yolov5" else out_shape[1]
-            model_classes = features - (5 if self.layout == "yolov5" else 4)
             where = "class_names" if class_names is not None else "config.json names/id2label"
             raise ConfigError(
-                f"{where} has {num_classes} names but the model outputs {model_classes} classes "
+                f"{where} has {num_classes} names but the model outputs "
+                f"{_model_classes(out_shape, self.layout)} classes "
                 f"({self.layout} layout {out_shape}); give one name per class"
             ) from None
 
@@ -182,3 +176,9 @@ class ObjectDetectionPipeline(Pipeline):
             )
         one = {"boxes": output.boxes[0], "scores": output.scores[0], "labels": output.labels[0]}
         return draw_detections(image, one)
+
+
+def _model_classes(out_shape: Any, layout: str) -> Optional[int]:
+    """The class count a detection output of ``layout`` holds (None when symbolic)."""
+    features = out_shape[2] if layout == "yolov5" else out_shape[1]
+    return features - (5 if layout == "yolov5" else 4) if isinstance(features, int) else None
