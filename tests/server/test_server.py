@@ -22,7 +22,14 @@ from .conftest import free_port
 def server(start_server, shared_dir):
     config = {
         "endpoints": [
-            {"task": "sentiment-analysis", "name": "sentiment", "route": "/predict"},
+            # room for the 64 concurrent clients below (the default queue holds 32 on 2 cores;
+            # past it a request gets 503 by design, tested in test_backpressure.py)
+            {
+                "task": "sentiment-analysis",
+                "name": "sentiment",
+                "route": "/predict",
+                "max_queue_size": 64,
+            },
             {"task": "ner", "kwargs": {"aggregation_strategy": "simple"}},
             {
                 "task": "question-answering",
